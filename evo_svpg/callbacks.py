@@ -1,0 +1,223 @@
+"""Observers of the training loop: CSV metrics, TensorBoard, checkpoints, progress.
+
+None of them changes the course of a run; each sees ``on_start``, ``on_iteration`` (with the
+iteration's :class:`~evo_svpg.engine.IterationRecord`), ``on_end`` and ``on_interrupt``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from evo_svpg.engine import IterationRecord, Run, run_state_dict
+from evo_svpg.sampler import NonFiniteError
+
+METRIC_COLUMNS = (
+    "iteration", "particle", "return_mean", "return_min", "return_max", "episodes",
+    "episode_length_mean", "grad_norm", "bandwidth", "env_steps",
+)  # fmt: skip
+CHECKPOINT = "checkpoint.pt"
+
+
+class Callback:
+    def on_start(self, run: Run) -> None: ...
+    def on_iteration(self, run: Run, record: IterationRecord) -> None: ...
+    def on_end(self, run: Run) -> None: ...
+    def on_interrupt(self, run: Run, exc: BaseException) -> None: ...
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Write through ``write(file)`` to a temporary file, then rename: never a torn file."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        write(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+class MetricsCSV(Callback):
+    """``metrics.csv``: one row per particle per iteration, flushed every iteration.
+
+    On resume, rows after the checkpoint's iteration (written before the run was killed) are
+    dropped, so the finished file equals an uninterrupted run's.
+    """
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "metrics.csv"
+
+    def on_start(self, run: Run) -> None:
+        done = run.state.iteration
+        kept: list[list[str]] = []
+        if done and self.path.exists():
+            with open(self.path, newline="") as fh:
+                kept = [row for row in csv.reader(fh)][1:]
+            kept = [row for row in kept if int(row[0]) <= done]
+        self.fh = open(self.path, "w", newline="")  # noqa: SIM115 (kept open for the run)
+        self.writer = csv.writer(self.fh)
+        self.writer.writerow(METRIC_COLUMNS)
+        self.writer.writerows(kept)
+        self.fh.flush()
+
+    def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        h = record.scalars.get("bandwidth", float("nan"))
+        for i in range(record.return_mean.size):
+            self.writer.writerow(
+                [
+                    record.iteration, i, _num(record.return_mean[i]), _num(record.return_min[i]),
+                    _num(record.return_max[i]), int(record.episodes[i]),
+                    _num(record.episode_length_mean[i]), _num(record.grad_norm[i]), _num(h),
+                    record.env_steps,
+                ]
+            )  # fmt: skip
+        self.fh.flush()
+
+    def on_end(self, run: Run) -> None:
+        self.fh.close()
+
+    def on_interrupt(self, run: Run, exc: BaseException) -> None:
+        self.fh.close()
+
+
+def _num(x: float) -> str:
+    return "nan" if not np.isfinite(x) else repr(float(x))
+
+
+class TensorBoardScalars(Callback):
+    """Best/mean particle return, env steps/s and diagnostics under ``DIR/tensorboard``."""
+
+    def __init__(self, out: Path) -> None:
+        self.log_dir = out / "tensorboard"
+
+    def on_start(self, run: Run) -> None:
+        from torch.utils.tensorboard import SummaryWriter  # slow import; only when used
+
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=run.state.iteration + 1)
+
+    def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        step = record.iteration
+        self.writer.add_scalar("return/best_particle", record.best_return, step)
+        self.writer.add_scalar("return/mean_particle", record.mean_return, step)
+        self.writer.add_scalar("perf/env_steps", record.env_steps, step)
+        steps = run.layout.policies * run.layout.steps_per_policy
+        self.writer.add_scalar("perf/env_steps_per_s", steps / record.seconds, step)
+        for name, value in record.scalars.items():
+            self.writer.add_scalar(f"diag/{name}", value, step)
+        self.writer.flush()
+
+    def on_end(self, run: Run) -> None:
+        self.writer.close()
+
+    def on_interrupt(self, run: Run, exc: BaseException) -> None:
+        self.writer.close()
+
+
+class Checkpointer(Callback):
+    """``checkpoint.pt`` every ``every`` iterations and at the end, written atomically.
+
+    A copy of the last completed iteration is kept in memory, so Ctrl-C saves it too: nothing
+    is lost. A non-finite gradient does *not* overwrite the last good checkpoint.
+    """
+
+    def __init__(self, out: Path, every: int) -> None:
+        self.path, self.every = out / CHECKPOINT, every
+        self.snapshot: dict | None = None
+        self.saved_iteration = 0
+
+    def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        self.snapshot = run_state_dict(run)
+        if record.iteration % self.every == 0:
+            self._save()
+
+    def _save(self) -> None:
+        if self.snapshot is not None and self.snapshot["iteration"] != self.saved_iteration:
+            atomic_write_bytes(self.path, lambda fh: torch.save(self.snapshot, fh))
+            self.saved_iteration = self.snapshot["iteration"]
+
+    def on_end(self, run: Run) -> None:
+        self._save()
+
+    def on_interrupt(self, run: Run, exc: BaseException) -> None:
+        if not isinstance(exc, NonFiniteError):
+            self._save()
+
+
+class Progress(Callback):
+    """A rich progress bar on a terminal; one plain line per iteration otherwise (logs, CI)."""
+
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stdout
+        self.bar = None
+
+    def on_start(self, run: Run) -> None:
+        self.start = time.perf_counter()
+        self.first = run.state.iteration
+        if self.stream.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("iter"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[info]}"),
+            )  # fmt: skip
+            self.bar.start()
+            self.task = self.bar.add_task(
+                "train", total=run.config.iterations, completed=self.first, info=""
+            )
+
+    def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        steps = run.layout.policies * run.layout.steps_per_policy
+        info = (
+            f"env steps {record.env_steps:,} | {steps / record.seconds / 1e6:.2f}M steps/s | "
+            f"best {record.best_return:.1f} | mean {record.mean_return:.1f}"
+        )
+        if self.bar is not None:
+            self.bar.update(self.task, completed=record.iteration, info=info)
+        else:
+            print(f"iter {record.iteration}/{run.config.iterations} | {info}", file=self.stream)
+
+    def _stop(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def on_end(self, run: Run) -> None:
+        self._stop()
+
+    def on_interrupt(self, run: Run, exc: BaseException) -> None:
+        self._stop()
+
+
+class Summary(Callback):
+    """``summary.json`` at the end: final best/mean particle return, wall time, throughput."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "summary.json"
+        self.last: IterationRecord | None = None
+
+    def on_start(self, run: Run) -> None:
+        self.start = time.perf_counter()
+        self.seconds = 0.0
+
+    def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        self.last = record
+        self.seconds += record.seconds
+
+    def on_end(self, run: Run) -> None:
+        if self.last is None:
+            return
+        summary = {
+            "iterations": self.last.iteration,
+            "env_steps": self.last.env_steps,
+            "final_best_particle_return": self.last.best_return,
+            "final_mean_particle_return": self.last.mean_return,
+            "wall_seconds_this_session": round(time.perf_counter() - self.start, 3),
+            "training_seconds_this_session": round(self.seconds, 3),
+        }
+        self.path.write_text(json.dumps(summary, indent=2) + "\n")

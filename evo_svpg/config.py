@@ -1,0 +1,153 @@
+"""Run configuration: one validated dataclass, loaded from TOML and overridden by CLI flags.
+
+Defaults follow the SVPG paper's CartPole setting (16 particles, α = 10, 10,000 env steps per
+particle per iteration, 50 iterations, MLP 100-50-25 tanh, Adam lr 5e-3 as in the original code).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from evo_svpg.estimators import ESTIMATORS
+from evo_svpg.policy import ACTIVATIONS
+from evo_svpg.svgd import BANDWIDTH_CONVENTIONS
+
+
+def _doc(text: str, default: Any) -> Any:
+    """A field with a default and a one-line description (shown by ``evo-svpg run --help``)."""
+    if isinstance(default, list | tuple):
+        return field(default_factory=lambda: tuple(default), metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run; saved as ``config.json`` next to its results."""
+
+    mode: str = _doc("composition of operators, see `evo-svpg modes`", "pure")
+    env: str = _doc("gymnasium id (fast path: CartPole-v1, Acrobot-v1, ...)", "CartPole-v1")
+    particles: int = _doc("number of policies n in the population", 16)
+    iterations: int = _doc("training iterations", 50)
+    steps_per_particle: int = _doc("env steps per particle per iteration (seed: 10,000)", 10_000)
+    envs_per_particle: int = _doc("parallel envs per particle; must divide the steps", 20)
+    alpha: float = _doc("SVPG temperature α: ∇J is divided by α (seed: 10)", 10.0)
+    estimator: str = _doc("policy-gradient estimator", "reinforce")
+    bandwidth: str | float = _doc("kernel bandwidth: a convention name or a positive h", "svgd")
+    lr: float = _doc("Adam learning rate on the [n, d] particles (original code: 5e-3)", 5e-3)
+    gamma: float = _doc("discount factor γ", 0.99)
+    gae_lambda: float = _doc("GAE λ (a2c only)", 0.95)
+    hidden_sizes: tuple[int, ...] = _doc("policy MLP hidden sizes (seed: 100,50,25)", (100, 50, 25))
+    activation: str = _doc("hidden activation", "tanh")
+    critic_hidden_sizes: tuple[int, ...] = _doc("critic MLP hidden sizes (a2c only)", (64, 64))
+    critic_lr: float = _doc("critic Adam learning rate (a2c only)", 1e-3)
+    critic_epochs: int = _doc("critic passes over each iteration's data (a2c only)", 2)
+    seed: int = _doc("random seed; the same seed gives the same metrics.csv", 0)
+    device: str = _doc("torch device for the gradient computation", "cpu")
+    checkpoint_every: int = _doc("iterations between checkpoints (and at the end)", 5)
+    torch_threads: int = _doc("torch intra-op threads (0 = torch's default)", 0)
+
+    def __post_init__(self) -> None:
+        from evo_svpg.modes import MODES  # modes import operators, which import this module
+
+        _choice("mode", self.mode, tuple(MODES))
+        _choice("estimator", self.estimator, ESTIMATORS)
+        _choice("activation", self.activation, ACTIVATIONS)
+        for name in ("particles", "iterations", "steps_per_particle", "envs_per_particle"):
+            _positive_int(name, getattr(self, name))
+        _positive_int("checkpoint_every", self.checkpoint_every)
+        _positive_int("critic_epochs", self.critic_epochs)
+        if not isinstance(self.torch_threads, int) or self.torch_threads < 0:
+            raise ValueError(f"torch_threads={self.torch_threads!r} must be an integer >= 0")
+        if self.steps_per_particle % self.envs_per_particle:
+            raise ValueError(
+                f"steps_per_particle={self.steps_per_particle} must be a multiple of "
+                f"envs_per_particle={self.envs_per_particle} (every env takes the same "
+                "number of steps per iteration)"
+            )
+        for name in ("alpha", "lr", "critic_lr"):
+            value = getattr(self, name)
+            if not _is_number(value) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name}={value!r} must be a finite number > 0")
+        for name in ("gamma", "gae_lambda"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value <= 1:
+                raise ValueError(f"{name}={value!r} must be a number in [0, 1]")
+        for name in ("hidden_sizes", "critic_hidden_sizes"):
+            sizes = getattr(self, name)
+            if not sizes or not all(isinstance(h, int) and h > 0 for h in sizes):
+                raise ValueError(f"{name}={sizes!r} must be a non-empty list of positive ints")
+        if isinstance(self.bandwidth, str):
+            _choice("bandwidth", self.bandwidth, BANDWIDTH_CONVENTIONS, "or a positive number")
+        elif not _is_number(self.bandwidth) or not 0 < self.bandwidth < math.inf:
+            raise ValueError(
+                f"bandwidth={self.bandwidth!r} must be a positive number or one of "
+                f"{BANDWIDTH_CONVENTIONS}"
+            )
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"device={self.device!r} must be a torch device name such as 'cpu'")
+
+    @property
+    def steps_per_env(self) -> int:
+        return self.steps_per_particle // self.envs_per_particle
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        """Build from plain data (TOML/JSON); unknown keys are an error listing the valid ones."""
+        valid = [f.name for f in fields(cls)]
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; valid keys: {valid}")
+        data = dict(data)
+        for name in ("hidden_sizes", "critic_hidden_sizes"):
+            if isinstance(data.get(name), list):
+                data[name] = tuple(data[name])
+        return cls(**data)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> RunConfig:
+        return cls.from_dict(load_toml(path), source=str(path))
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Read a config file; any problem becomes a ValueError naming the file."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ValueError(f"cannot read config {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"config {path} is not valid TOML: {exc}") from exc
+
+
+def field_docs() -> dict[str, str]:
+    return {f.name: f.metadata.get("doc", "") for f in fields(RunConfig)}
+
+
+def _choice(name: str, value: Any, valid: tuple[str, ...], extra: str = "") -> None:
+    if value not in valid:
+        tail = f" {extra}" if extra else ""
+        raise ValueError(f"{name}={value!r} is not valid; choose one of {list(valid)}{tail}")
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,193 @@
+"""The one training loop: build a run from a config, then apply its mode's operators per iteration.
+
+Logging, progress and checkpoints are callbacks (:mod:`evo_svpg.callbacks`); the loop itself
+only advances the state and hands each iteration's :class:`IterationRecord` to them.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from evo_svpg.config import RunConfig
+from evo_svpg.envs import BatchedEnv, make_batched_env
+from evo_svpg.estimators import A2C, Reinforce
+from evo_svpg.modes import MODES, Layout
+from evo_svpg.operators import Context, Operator, PopulationState
+from evo_svpg.policy import PolicySpec
+from evo_svpg.sampler import Sampler
+
+
+@dataclass
+class IterationRecord:
+    """Per-particle results of one iteration (arrays are ``[n]``; NaN where no episode ended)."""
+
+    iteration: int  # 1-based
+    env_steps: int  # whole run so far
+    return_mean: np.ndarray
+    return_min: np.ndarray
+    return_max: np.ndarray
+    episodes: np.ndarray
+    episode_length_mean: np.ndarray
+    grad_norm: np.ndarray
+    scalars: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0  # wall time of the iteration (not written to metrics.csv)
+
+    @property
+    def best_return(self) -> float:
+        finite = self.return_mean[np.isfinite(self.return_mean)]
+        return float(finite.max()) if finite.size else float("nan")
+
+    @property
+    def mean_return(self) -> float:
+        finite = self.return_mean[np.isfinite(self.return_mean)]
+        return float(finite.mean()) if finite.size else float("nan")
+
+
+@dataclass
+class Run:
+    config: RunConfig
+    layout: Layout
+    spec: PolicySpec
+    env: BatchedEnv
+    ctx: Context
+    operators: list[Operator]
+    state: PopulationState
+
+
+def policy_spec_for(env: BatchedEnv, cfg: RunConfig) -> PolicySpec:
+    """The seed architecture for ``env``'s spaces (categorical or Gaussian head)."""
+    obs_space, act_space = env.single_observation_space, env.single_action_space
+    if hasattr(act_space, "n"):
+        return PolicySpec(
+            obs_space.shape[0], int(act_space.n), True, cfg.hidden_sizes, cfg.activation
+        )
+    return PolicySpec(
+        obs_space.shape[0],
+        act_space.shape[0],
+        False,
+        cfg.hidden_sizes,
+        cfg.activation,
+        tuple(float(x) for x in act_space.low),
+        tuple(float(x) for x in act_space.high),
+    )
+
+
+def _check_device(name: str) -> None:
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise ValueError(f"device={name!r} is not a torch device name (e.g. 'cpu')") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but torch sees no CUDA device here; use 'cpu'")
+
+
+def _seed(seed: int, stream: int) -> int:
+    """Independent sub-seeds of the run seed for each random stream."""
+    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
+
+
+def build_run(cfg: RunConfig) -> Run:
+    """Envs, policies, estimator and operators of ``cfg``, at iteration 0."""
+    _check_device(cfg.device)
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    mode = MODES[cfg.mode]
+    layout = mode.layout(cfg)
+    env = make_batched_env(cfg.env, layout.policies * layout.envs_per_policy, seed=None)
+    spec = policy_spec_for(env, cfg)
+    params = spec.init_params(layout.policies, torch.Generator().manual_seed(_seed(cfg.seed, 0)))
+    sampler = Sampler(env, spec, layout.policies, seed=_seed(cfg.seed, 1))
+    if cfg.estimator == "reinforce":
+        estimator = Reinforce(spec, cfg.gamma, cfg.device)
+    else:
+        estimator = A2C(
+            spec, layout.policies, _seed(cfg.seed, 2), cfg.gamma, cfg.gae_lambda,
+            cfg.critic_hidden_sizes, cfg.critic_lr, cfg.critic_epochs, cfg.device,
+        )  # fmt: skip
+    steps_per_env = layout.steps_per_policy // layout.envs_per_policy
+    ctx = Context(spec, sampler, estimator, steps_per_env)
+    return Run(cfg, layout, spec, env, ctx, mode.build(cfg), PopulationState(params))
+
+
+def run_state_dict(run: Run) -> dict:
+    """A deep copy of everything a resumed run needs to continue bit-identically."""
+    state = run.state
+    return copy.deepcopy(
+        {
+            "iteration": state.iteration,
+            "env_steps": state.env_steps,
+            "params": state.params,
+            "operators": [op.state_dict() for op in run.operators],
+            "estimator": run.ctx.estimator.state_dict(),
+            "sampler": run.ctx.sampler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+    )
+
+
+def load_run_state(run: Run, payload: dict) -> None:
+    run.state.iteration = payload["iteration"]
+    run.state.env_steps = payload["env_steps"]
+    run.state.params.copy_(payload["params"])  # in place: the sampler's numpy view stays valid
+    for op, op_state in zip(run.operators, payload["operators"], strict=True):
+        op.load_state_dict(op_state)
+    run.ctx.estimator.load_state_dict(payload["estimator"])
+    run.ctx.sampler.load_state_dict(payload["sampler"])
+    torch.set_rng_state(payload["torch_rng"])
+
+
+def _record(state: PopulationState, seconds: float) -> IterationRecord:
+    rollout = state.rollout
+    n = rollout.n_particles
+
+    def per_particle(values: list[np.ndarray], fn) -> np.ndarray:
+        return np.array([fn(v) if v.size else np.nan for v in values], dtype=np.float64)
+
+    grads = state.grads
+    grad_norm = grads.norm(dim=1).numpy() if grads is not None else np.full(n, np.nan)
+    return IterationRecord(
+        iteration=state.iteration,
+        env_steps=state.env_steps,
+        return_mean=per_particle(rollout.episode_returns, np.mean),
+        return_min=per_particle(rollout.episode_returns, np.min),
+        return_max=per_particle(rollout.episode_returns, np.max),
+        episodes=np.array([v.size for v in rollout.episode_returns]),
+        episode_length_mean=per_particle(rollout.episode_lengths, np.mean),
+        grad_norm=grad_norm.astype(np.float64),
+        scalars=dict(state.scalars),
+        seconds=seconds,
+    )
+
+
+def train(run: Run, callbacks: list | tuple = ()) -> Run:
+    """Run iterations until ``config.iterations``; callbacks see every completed iteration.
+
+    On any exception (Ctrl-C, a non-finite gradient) callbacks get ``on_interrupt`` and the
+    exception propagates; the state of a half-done iteration is never reported as completed.
+    """
+    for cb in callbacks:
+        cb.on_start(run)
+    try:
+        while run.state.iteration < run.config.iterations:
+            start = time.perf_counter()
+            state = run.state
+            state.scalars = {}
+            for op in run.operators:
+                state = op(state, run.ctx)
+            state.iteration += 1
+            record = _record(state, time.perf_counter() - start)
+            state.rollout = None  # free the buffers before the callbacks run
+            for cb in callbacks:
+                cb.on_iteration(run, record)
+    except BaseException as exc:
+        for cb in callbacks:
+            cb.on_interrupt(run, exc)
+        raise
+    for cb in callbacks:
+        cb.on_end(run)
+    return run

@@ -1,0 +1,104 @@
+"""A2C: a value network per particle, advantages by GAE(γ, λ).
+
+The critics form their own ``[n, d_v]`` tensor with their own Adam: they are *not* SVGD
+particles (the kernel sees only policy parameters), unlike the ADR port that mixed them in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from evo_svpg.estimators.pg import CHUNK, gae, particle_major, score_function_gradient, standardize
+from evo_svpg.policy import PolicySpec, forward_torch
+from evo_svpg.sampler import Rollout
+
+
+@dataclass
+class A2C:
+    """Policy gradient with a learned per-particle critic ``V_i(s)``.
+
+    Each iteration: values of all observed and next observations, GAE advantages (standardised
+    per particle, as REINFORCE's returns are, so α keeps its meaning), the policy gradient, then
+    ``critic_epochs`` passes of minibatch Adam on ``(V_i(s_t) − (A_t + V_i(s_t)))²``.
+    """
+
+    spec: PolicySpec
+    n_particles: int
+    seed: int
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    critic_hidden_sizes: tuple[int, ...] = (64, 64)
+    critic_lr: float = 1e-3
+    critic_epochs: int = 2
+    device: str = "cpu"
+    critic_spec: PolicySpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        # A one-output MLP: "discrete" only means "no log-std block" here.
+        self.critic_spec = PolicySpec(
+            self.spec.obs_dim, 1, True, self.critic_hidden_sizes, self.spec.activation
+        )
+        self.generator = torch.Generator().manual_seed(self.seed)
+        self.critic = self.critic_spec.init_params(self.n_particles, self.generator)
+        self.critic = self.critic.to(self.device).requires_grad_(True)
+        self.optimizer = torch.optim.Adam([self.critic], lr=self.critic_lr)
+
+    @torch.no_grad()
+    def _values(self, obs: np.ndarray) -> np.ndarray:
+        """``V_i`` of ``obs [n, M, obs_dim]`` -> ``[n, M]``, chunked."""
+        out = [
+            forward_torch(self.critic_spec, self.critic, torch.from_numpy(obs[:, s : s + CHUNK]))
+            for s in range(0, obs.shape[1], CHUNK)
+        ]
+        return torch.cat(out, dim=1).squeeze(-1).cpu().numpy().astype(np.float64)
+
+    def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor:
+        """``∇J [n, d]`` at ``theta [n, d]``; also fits the critics to this rollout."""
+        t, n, e = rollout.rewards.shape
+        obs, final_obs = particle_major(rollout.obs), particle_major(rollout.final_obs)
+        values = self._values(obs).reshape(n, t, e).swapaxes(0, 1)
+        next_values = self._values(final_obs).reshape(n, t, e).swapaxes(0, 1)
+        dones = rollout.terminated | rollout.truncated
+        adv = gae(
+            rollout.rewards, values, next_values, rollout.terminated, dones,
+            self.gamma, self.gae_lambda,
+        )  # fmt: skip
+        targets = particle_major(adv + values)
+        grad = score_function_gradient(
+            self.spec, theta, obs, particle_major(rollout.actions),
+            standardize(particle_major(adv)), self.device,
+        )  # fmt: skip
+        self._fit_critic(obs, targets)
+        return grad
+
+    def _fit_critic(self, obs: np.ndarray, targets: np.ndarray) -> None:
+        m = obs.shape[1]
+        obs_t = torch.from_numpy(obs).to(self.device)
+        tgt_t = torch.from_numpy(targets).to(self.device, torch.float32)
+        for _ in range(self.critic_epochs):
+            perm = torch.randperm(m, generator=self.generator).to(self.device)
+            for s in range(0, m, CHUNK):
+                idx = perm[s : s + CHUNK]
+                pred = forward_torch(self.critic_spec, self.critic, obs_t[:, idx]).squeeze(-1)
+                # Sum over particles of each particle's MSE: particle i's loss only moves row i.
+                loss = (pred - tgt_t[:, idx]).square().mean(dim=1).sum()
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+
+    def state_dict(self) -> dict:
+        return {
+            "critic": self.critic.detach().cpu().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            self.critic.copy_(state["critic"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])

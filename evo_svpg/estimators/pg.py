@@ -1,0 +1,90 @@
+"""Pure policy-gradient building blocks over ``[T, n, E]`` arrays and ``[n, d]`` tensors."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from evo_svpg.policy import PolicySpec, log_prob
+
+# Transitions per particle in one forward/backward chunk: keeps activations in cache and out of
+# the allocator's mmap path (the whole-batch backward is ~2x slower on this machine).
+CHUNK = 1000
+
+
+def returns_to_go(rewards: np.ndarray, dones: np.ndarray, gamma: float) -> np.ndarray:
+    """Discounted return-to-go ``G_t = r_t + γ (1 − done_t) G_{t+1}``, ``G_T = 0``; ``[T, ...]``.
+
+    ``dones`` marks the last step of an episode (terminated, truncated or cut by the iteration
+    boundary): the return never looks past it, so there is no bootstrap (seed eq. 8).
+    """
+    out = np.empty(rewards.shape, dtype=np.float64)
+    running = np.zeros(rewards.shape[1:], dtype=np.float64)
+    keep = gamma * ~dones
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = rewards[t] + keep[t] * running
+        out[t] = running
+    return out
+
+
+def gae(
+    rewards: np.ndarray,
+    values: np.ndarray,
+    next_values: np.ndarray,
+    terminated: np.ndarray,
+    dones: np.ndarray,
+    gamma: float,
+    lam: float,
+) -> np.ndarray:
+    """Generalised advantage estimation (Schulman et al. 2016); all arrays ``[T, ...]``.
+
+    ``next_values`` are the critic's values of the true next observations; they bootstrap
+    every step that is not a true terminal state (time limits and iteration cuts included).
+    """
+    delta = rewards + gamma * next_values * ~terminated - values
+    out = np.empty(rewards.shape, dtype=np.float64)
+    running = np.zeros(rewards.shape[1:], dtype=np.float64)
+    keep = gamma * lam * ~dones
+    for t in range(rewards.shape[0] - 1, -1, -1):
+        running = delta[t] + keep[t] * running
+        out[t] = running
+    return out
+
+
+def particle_major(x: np.ndarray) -> np.ndarray:
+    """``[T, n, E, ...] -> [n, T·E, ...]`` (contiguous), the layout the gradient code uses."""
+    t, n, e = x.shape[:3]
+    return np.ascontiguousarray(np.swapaxes(x, 0, 1)).reshape(n, t * e, *x.shape[3:])
+
+
+def standardize(x: np.ndarray) -> np.ndarray:
+    """Zero mean, unit std per particle over its batch (rllab ``center_adv``); ``x [n, M]``."""
+    mean = x.mean(axis=1, keepdims=True)
+    std = x.std(axis=1, keepdims=True)
+    return (x - mean) / (std + 1e-8)
+
+
+def score_function_gradient(
+    spec: PolicySpec,
+    theta: Tensor,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    weights: np.ndarray,
+    device: str = "cpu",
+) -> Tensor:
+    """∇J_i ≈ (1/M) Σ_t ∇ log π_θi(a_t|s_t) · w_t for every particle at once: ``[n, d]``.
+
+    ``obs [n, M, obs_dim]``, ``actions [n, M(, act_dim)]``, ``weights [n, M]`` (advantages).
+    Particles do not share parameters, so one backward of the summed objective yields each
+    particle's own gradient in its row.
+    """
+    th = theta.detach().to(device).requires_grad_(True)
+    m = obs.shape[1]
+    for s in range(0, m, CHUNK):
+        o = torch.from_numpy(obs[:, s : s + CHUNK]).to(device)
+        a = torch.from_numpy(actions[:, s : s + CHUNK]).to(device)
+        w = torch.from_numpy(weights[:, s : s + CHUNK]).to(device, torch.float32)
+        objective = (log_prob(spec, th, o, a) * w).sum() / m
+        objective.backward()
+    return th.grad.to(theta.device)

@@ -1,0 +1,42 @@
+"""REINFORCE as in the seed (eq. 8) and the original SVPG code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from evo_svpg.estimators.pg import (
+    particle_major,
+    returns_to_go,
+    score_function_gradient,
+    standardize,
+)
+from evo_svpg.policy import PolicySpec
+from evo_svpg.sampler import Rollout
+
+
+@dataclass
+class Reinforce:
+    """Discounted return-to-go, standardised over each particle's batch, no baseline.
+
+    Standardising makes ‖∇J‖ independent of the reward scale, which is what α = 10 was
+    calibrated against in the original code.
+    """
+
+    spec: PolicySpec
+    gamma: float = 0.99
+    device: str = "cpu"
+
+    def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor:
+        """``∇J [n, d]`` at ``theta [n, d]`` from ``rollout`` (sampled with ``theta``)."""
+        dones = rollout.terminated | rollout.truncated
+        weights = standardize(particle_major(returns_to_go(rollout.rewards, dones, self.gamma)))
+        obs, actions = particle_major(rollout.obs), particle_major(rollout.actions)
+        return score_function_gradient(self.spec, theta, obs, actions, weights, self.device)
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

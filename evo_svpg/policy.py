@@ -1,0 +1,161 @@
+"""MLP policies for a whole population stored as one flat parameter tensor ``[n, d]``.
+
+Each particle's parameter vector is laid out layer by layer: ``W_0`` (``[in, out]``, row-major),
+``b_0``, ``W_1``, ``b_1``, ... and, for continuous actions, a state-independent ``log_std``
+vector last (so the log-std is part of the SVPG particle, as in the original code). Stacked
+layer *views* ``[n, in, out]`` of the flat tensor let one matmul evaluate all particles at once:
+numpy for sampling (fastest on CPU, see README "Speed"), torch for the differentiable log-prob.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ACTIVATIONS = ("tanh", "relu")
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Shape of one policy; the same for every particle.
+
+    ``act_dim`` is the number of logits for discrete actions and the action dimension for
+    continuous ones. ``action_low``/``action_high`` are only used to clip what is sent to the env.
+    """
+
+    obs_dim: int
+    act_dim: int
+    discrete: bool
+    hidden_sizes: tuple[int, ...] = (100, 50, 25)
+    activation: str = "tanh"
+    action_low: tuple[float, ...] | None = None
+    action_high: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"activation={self.activation!r} is not supported; valid choices: {ACTIVATIONS}"
+            )
+        if any(h < 1 for h in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes={self.hidden_sizes} must all be positive")
+
+    @property
+    def layer_sizes(self) -> list[tuple[int, int]]:
+        """``(fan_in, fan_out)`` of every linear layer, input to output."""
+        sizes = [self.obs_dim, *self.hidden_sizes, self.act_dim]
+        return list(zip(sizes[:-1], sizes[1:]))
+
+    @property
+    def n_params(self) -> int:
+        n = sum(i * o + o for i, o in self.layer_sizes)
+        return n + (0 if self.discrete else self.act_dim)
+
+    def _offsets(self) -> list[tuple[int, int, int, int]]:
+        """``(w_start, b_start, fan_in, fan_out)`` of every layer in the flat vector."""
+        out, pos = [], 0
+        for fan_in, fan_out in self.layer_sizes:
+            out.append((pos, pos + fan_in * fan_out, fan_in, fan_out))
+            pos += fan_in * fan_out + fan_out
+        return out
+
+    def init_params(self, n: int, generator: torch.Generator) -> Tensor:
+        """Glorot-uniform weights, zero biases, log-std 0 (std 1): the rllab/seed defaults.
+
+        Returns ``[n, d]`` float32; every particle gets an independent draw.
+        """
+        theta = torch.zeros(n, self.n_params, dtype=torch.float32)
+        for w0, _, fan_in, fan_out in self._offsets():
+            limit = math.sqrt(6.0 / (fan_in + fan_out))
+            w = torch.rand(n, fan_in * fan_out, generator=generator) * (2 * limit) - limit
+            theta[:, w0 : w0 + fan_in * fan_out] = w
+        return theta
+
+    # ---- stacked layer views ---------------------------------------------------------------
+    def layers(self, theta):
+        """Views ``[(W [n, in, out], b [n, 1, out]), ...]`` into ``theta [n, d]``.
+
+        Works for numpy arrays and torch tensors alike; no copy is made, so an in-place update
+        of ``theta`` is seen by every view.
+        """
+        n = theta.shape[0]
+        views = []
+        for w0, b0, fan_in, fan_out in self._offsets():
+            w = theta[:, w0:b0].reshape(n, fan_in, fan_out)
+            b = theta[:, b0 : b0 + fan_out].reshape(n, 1, fan_out)
+            views.append((w, b))
+        return views
+
+    def log_std(self, theta):
+        """``[n, act_dim]`` view of the log-std block (continuous policies only)."""
+        if self.discrete:
+            raise ValueError("a discrete policy has no log_std")
+        return theta[:, self.n_params - self.act_dim :]
+
+
+def forward_numpy(spec: PolicySpec, layers, obs: np.ndarray) -> np.ndarray:
+    """Logits or Gaussian means ``[n, E, act_dim]`` for observations ``[n, E, obs_dim]``.
+
+    ``layers`` is ``spec.layers(theta_numpy)``; one stacked matmul per layer for all particles.
+    """
+    x = obs
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        x = np.matmul(x, w)
+        x += b
+        if i < last:
+            if spec.activation == "tanh":
+                np.tanh(x, out=x)
+            else:
+                np.maximum(x, 0.0, out=x)
+    return x
+
+
+def _tanh(x: Tensor) -> Tensor:
+    # torch.tanh is ~6x slower than sigmoid on this CPU build; 2σ(2x)−1 is tanh to ~2e-7 (fp32).
+    return torch.sigmoid(2.0 * x).mul_(2.0).sub_(1.0)
+
+
+def forward_torch(spec: PolicySpec, theta: Tensor, obs: Tensor) -> Tensor:
+    """Differentiable twin of :func:`forward_numpy`: ``obs [n, M, obs_dim] -> [n, M, act_dim]``."""
+    layers = spec.layers(theta)
+    x = obs
+    last = len(layers) - 1
+    for i, (w, b) in enumerate(layers):
+        x = torch.baddbmm(b, x, w)
+        if i < last:
+            x = _tanh(x) if spec.activation == "tanh" else torch.relu(x)
+    return x
+
+
+def log_prob(spec: PolicySpec, theta: Tensor, obs: Tensor, actions: Tensor) -> Tensor:
+    """``log π_θi(a|s)`` for every particle's own transitions: ``[n, M]``.
+
+    ``obs [n, M, obs_dim]``; ``actions [n, M]`` (int64) or ``[n, M, act_dim]`` (float).
+    """
+    out = forward_torch(spec, theta, obs)
+    if spec.discrete:
+        logp = torch.log_softmax(out, dim=-1)
+        return logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+    log_std = spec.log_std(theta).unsqueeze(1)  # [n, 1, act_dim]
+    z = (actions - out) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
+
+
+def sample_actions(
+    spec: PolicySpec, out: np.ndarray, log_std: np.ndarray | None, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw actions from logits (Gumbel-max) or Gaussian means; ``out [n, E, act_dim]``.
+
+    Returns ``[n, E]`` int64 or ``[n, E, act_dim]`` float32 (unclipped: the buffer keeps what
+    the policy sampled, the env receives the clipped action).
+    """
+    if spec.discrete:
+        gumbel = -np.log(-np.log(rng.random(out.shape, dtype=np.float32)))
+        return np.argmax(out + gumbel, axis=-1)
+    noise = rng.standard_normal(out.shape, dtype=np.float32)
+    return out + np.exp(log_std)[:, None, :] * noise

@@ -1,0 +1,138 @@
+"""Batched on-policy sampler: all particles × all their envs advance in one array step.
+
+``n`` particles each own ``E`` envs of one :class:`~evo_svpg.envs.BatchedEnv` with ``n·E``
+slots (particle ``i`` owns slots ``i·E … i·E+E−1``). One :meth:`Sampler.collect` call takes
+exactly ``T`` steps in every env, i.e. ``T·E`` transitions per particle.
+
+Envs are *not* reset between iterations: an episode cut at the end of an iteration goes on in
+the next one, under the updated policy. Its transitions before the cut are used with
+``cut_at_boundary`` set (estimators treat that as a truncation: REINFORCE cuts the return there,
+A2C bootstraps from the critic), and its return is reported in the iteration where it ends.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from evo_svpg.envs import BatchedEnv
+from evo_svpg.policy import PolicySpec, forward_numpy, sample_actions
+
+
+class NonFiniteError(RuntimeError):
+    """A NaN or inf appeared in a return, gradient or update; the run must stop."""
+
+
+@dataclass
+class Rollout:
+    """One iteration's transitions, time-major: ``[T, n, E, ...]``."""
+
+    obs: np.ndarray  # [T, n, E, obs_dim] float32
+    actions: np.ndarray  # [T, n, E] int64 or [T, n, E, act_dim] float32
+    rewards: np.ndarray  # [T, n, E] float32
+    terminated: np.ndarray  # [T, n, E] bool: true terminal states (no bootstrap)
+    truncated: np.ndarray  # [T, n, E] bool: time limit, or cut at the iteration boundary (t = T−1)
+    final_obs: np.ndarray  # [T, n, E, obs_dim] float32: next observation before any autoreset
+    episode_returns: list[np.ndarray]  # per particle: undiscounted returns of episodes ended here
+    episode_lengths: list[np.ndarray]  # per particle: their lengths
+
+    @property
+    def n_particles(self) -> int:
+        return self.obs.shape[1]
+
+    @property
+    def steps_per_particle(self) -> int:
+        return self.obs.shape[0] * self.obs.shape[2]
+
+
+class Sampler:
+    """Owns the envs, their running episodes and the action-sampling RNG of a population."""
+
+    def __init__(
+        self, env: BatchedEnv, spec: PolicySpec, n_particles: int, seed: int
+    ) -> None:
+        if env.num_envs % n_particles:
+            raise ValueError(f"env has {env.num_envs} slots, not a multiple of {n_particles}")
+        self.env, self.spec, self.n = env, spec, n_particles
+        self.envs_per_particle = env.num_envs // n_particles
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+        self.obs = env.reset(seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
+        self.running_return = np.zeros(env.num_envs, dtype=np.float64)
+        self.running_length = np.zeros(env.num_envs, dtype=np.int64)
+        if not spec.discrete:
+            self._low = np.asarray(spec.action_low, dtype=np.float32)
+            self._high = np.asarray(spec.action_high, dtype=np.float32)
+
+    def collect(self, theta: np.ndarray, steps_per_env: int) -> Rollout:
+        """Run every env ``steps_per_env`` steps with the policies ``theta [n, d]`` (numpy)."""
+        n, e, spec = self.n, self.envs_per_particle, self.spec
+        t_max, od = steps_per_env, spec.obs_dim
+        obs_buf = np.empty((t_max, n, e, od), dtype=np.float32)
+        final_buf = np.empty((t_max, n, e, od), dtype=np.float32)
+        act_shape = (t_max, n, e) if spec.discrete else (t_max, n, e, spec.act_dim)
+        act_buf = np.empty(act_shape, dtype=np.int64 if spec.discrete else np.float32)
+        rew_buf = np.empty((t_max, n, e), dtype=np.float32)
+        term_buf = np.empty((t_max, n, e), dtype=bool)
+        trunc_buf = np.empty((t_max, n, e), dtype=bool)
+        ret_buf = np.empty((t_max, n * e), dtype=np.float64)  # running return after each step
+        len_buf = np.empty((t_max, n * e), dtype=np.int64)
+
+        layers = spec.layers(theta)
+        log_std = None if spec.discrete else spec.log_std(theta)
+        obs = self.obs
+        for t in range(t_max):
+            obs_buf[t] = obs.reshape(n, e, od)
+            out = forward_numpy(spec, layers, obs_buf[t])
+            actions = sample_actions(spec, out, log_std, self.rng)
+            act_buf[t] = actions
+            if spec.discrete:
+                env_actions = actions.reshape(n * e)
+            else:
+                env_actions = np.clip(actions, self._low, self._high).reshape(n * e, -1)
+            res = self.env.step(env_actions)
+            rew_buf[t] = res.reward.reshape(n, e)
+            term_buf[t] = res.terminated.reshape(n, e)
+            trunc_buf[t] = res.truncated.reshape(n, e)
+            final_buf[t] = res.final_obs.reshape(n, e, od)
+            self.running_return += res.reward
+            self.running_length += 1
+            ret_buf[t] = self.running_return
+            len_buf[t] = self.running_length
+            done = res.terminated | res.truncated
+            self.running_return[done] = 0.0
+            self.running_length[done] = 0
+            obs = res.obs
+        self.obs = obs
+        if not np.isfinite(rew_buf).all():
+            raise NonFiniteError("the environment returned a non-finite reward")
+
+        done_buf = (term_buf | trunc_buf).reshape(t_max, n * e)
+        t_idx, slot = np.nonzero(done_buf)
+        owner = slot // e
+        order = np.argsort(owner, kind="stable")
+        splits = np.cumsum(np.bincount(owner, minlength=n))[:-1]
+        episode_returns = np.split(ret_buf[t_idx, slot][order], splits)
+        episode_lengths = np.split(len_buf[t_idx, slot][order], splits)
+        trunc_buf[-1] |= ~term_buf[-1]  # the iteration boundary cuts every running episode
+        return Rollout(
+            obs_buf, act_buf, rew_buf, term_buf, trunc_buf, final_buf,
+            episode_returns, episode_lengths,
+        )  # fmt: skip
+
+    def state_dict(self) -> dict:
+        """Everything needed to continue sampling bit-identically after a resume."""
+        return {
+            "env": self.env.get_state(),
+            "obs": self.obs.copy(),
+            "running_return": self.running_return.copy(),
+            "running_length": self.running_length.copy(),
+            "rng": self.rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.env.set_state(state["env"])
+        self.obs = state["obs"].copy()
+        self.running_return = state["running_return"].copy()
+        self.running_length = state["running_length"].copy()
+        self.rng.bit_generator.state = state["rng"]
