@@ -58,7 +58,7 @@ class MetricsCSV(Callback):
         kept: list[list[str]] = []
         if done and self.path.exists():
             with open(self.path, newline="") as fh:
-                kept = [row for row in csv.reader(fh)][1:]
+                kept = list(csv.reader(fh))[1:]
             kept = [row for row in kept if int(row[0]) <= done]
         self.fh = open(self.path, "w", newline="")  # noqa: SIM115 (kept open for the run)
         self.writer = csv.writer(self.fh)

@@ -94,10 +94,12 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
         return RunConfig.from_dict({**data, **overrides}, source=str(saved)), out, True
     base = load_toml(args.config) if args.config is not None else {}
     cfg = RunConfig.from_dict({**base, **overrides}, source=str(args.config or "flags"))
-    out = args.out or Path("runs") / f"{cfg.mode}-{cfg.env}-seed{cfg.seed}-{time.strftime('%Y%m%d-%H%M%S')}"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = args.out or Path("runs") / f"{cfg.mode}-{cfg.env}-seed{cfg.seed}-{stamp}"
     if (out / "metrics.csv").exists():
         raise ValueError(
-            f"--out {out} already holds a run; continue it with --resume {out} or pick another --out"
+            f"--out {out} already holds a run; continue it with --resume {out} "
+            "or pick another --out"
         )
     return cfg, out, False
 

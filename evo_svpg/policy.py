@@ -9,6 +9,7 @@ numpy for sampling (fastest on CPU, see README "Speed"), torch for the different
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -48,7 +49,7 @@ class PolicySpec:
     def layer_sizes(self) -> list[tuple[int, int]]:
         """``(fan_in, fan_out)`` of every linear layer, input to output."""
         sizes = [self.obs_dim, *self.hidden_sizes, self.act_dim]
-        return list(zip(sizes[:-1], sizes[1:]))
+        return list(itertools.pairwise(sizes))
 
     @property
     def n_params(self) -> int:
@@ -76,37 +77,38 @@ class PolicySpec:
         return theta
 
     # ---- stacked layer views ---------------------------------------------------------------
-    def layers(self, theta):
-        """Views ``[(W [n, in, out], b [n, 1, out]), ...]`` into ``theta [n, d]``.
+    def split(self, theta):
+        """Views ``[W_0 [n, in, out], b_0 [n, 1, out], W_1, b_1, ..., (log_std [n, act_dim])]``.
 
         Works for numpy arrays and torch tensors alike; no copy is made, so an in-place update
-        of ``theta`` is seen by every view.
+        of ``theta [n, d]`` is seen by every view.
         """
         n = theta.shape[0]
-        views = []
+        parts = []
         for w0, b0, fan_in, fan_out in self._offsets():
-            w = theta[:, w0:b0].reshape(n, fan_in, fan_out)
-            b = theta[:, b0 : b0 + fan_out].reshape(n, 1, fan_out)
-            views.append((w, b))
-        return views
+            parts.append(theta[:, w0:b0].reshape(n, fan_in, fan_out))
+            parts.append(theta[:, b0 : b0 + fan_out].reshape(n, 1, fan_out))
+        if not self.discrete:
+            parts.append(theta[:, self.n_params - self.act_dim :])
+        return parts
 
     def log_std(self, theta):
-        """``[n, act_dim]`` view of the log-std block (continuous policies only)."""
+        """``[n, act_dim]`` view of the log-std block of ``theta [n, d]`` (continuous only)."""
         if self.discrete:
             raise ValueError("a discrete policy has no log_std")
         return theta[:, self.n_params - self.act_dim :]
 
 
-def forward_numpy(spec: PolicySpec, layers, obs: np.ndarray) -> np.ndarray:
+def forward_numpy(spec: PolicySpec, parts: list, obs: np.ndarray) -> np.ndarray:
     """Logits or Gaussian means ``[n, E, act_dim]`` for observations ``[n, E, obs_dim]``.
 
-    ``layers`` is ``spec.layers(theta_numpy)``; one stacked matmul per layer for all particles.
+    ``parts`` is ``spec.split(theta_numpy)``; one stacked matmul per layer for all particles.
     """
     x = obs
-    last = len(layers) - 1
-    for i, (w, b) in enumerate(layers):
-        x = np.matmul(x, w)
-        x += b
+    last = len(spec.layer_sizes) - 1
+    for i in range(last + 1):
+        x = np.matmul(x, parts[2 * i])
+        x += parts[2 * i + 1]
         if i < last:
             if spec.activation == "tanh":
                 np.tanh(x, out=x)
@@ -117,31 +119,31 @@ def forward_numpy(spec: PolicySpec, layers, obs: np.ndarray) -> np.ndarray:
 
 def _tanh(x: Tensor) -> Tensor:
     # torch.tanh is ~6x slower than sigmoid on this CPU build; 2σ(2x)−1 is tanh to ~2e-7 (fp32).
-    return torch.sigmoid(2.0 * x).mul_(2.0).sub_(1.0)
+    return 2.0 * torch.sigmoid(2.0 * x) - 1.0
 
 
-def forward_torch(spec: PolicySpec, theta: Tensor, obs: Tensor) -> Tensor:
+def forward_torch(spec: PolicySpec, parts: list[Tensor], obs: Tensor) -> Tensor:
     """Differentiable twin of :func:`forward_numpy`: ``obs [n, M, obs_dim] -> [n, M, act_dim]``."""
-    layers = spec.layers(theta)
     x = obs
-    last = len(layers) - 1
-    for i, (w, b) in enumerate(layers):
-        x = torch.baddbmm(b, x, w)
+    last = len(spec.layer_sizes) - 1
+    for i in range(last + 1):
+        x = torch.baddbmm(parts[2 * i + 1], x, parts[2 * i])
         if i < last:
             x = _tanh(x) if spec.activation == "tanh" else torch.relu(x)
     return x
 
 
-def log_prob(spec: PolicySpec, theta: Tensor, obs: Tensor, actions: Tensor) -> Tensor:
+def log_prob(spec: PolicySpec, parts: list[Tensor], obs: Tensor, actions: Tensor) -> Tensor:
     """``log π_θi(a|s)`` for every particle's own transitions: ``[n, M]``.
 
-    ``obs [n, M, obs_dim]``; ``actions [n, M]`` (int64) or ``[n, M, act_dim]`` (float).
+    ``parts = spec.split(theta)``; ``obs [n, M, obs_dim]``; ``actions [n, M]`` (int64) or
+    ``[n, M, act_dim]`` (float).
     """
-    out = forward_torch(spec, theta, obs)
+    out = forward_torch(spec, parts, obs)
     if spec.discrete:
         logp = torch.log_softmax(out, dim=-1)
         return logp.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
-    log_std = spec.log_std(theta).unsqueeze(1)  # [n, 1, act_dim]
+    log_std = parts[-1].unsqueeze(1)  # [n, 1, act_dim]
     z = (actions - out) * torch.exp(-log_std)
     return (-0.5 * z.square() - log_std - 0.5 * LOG_2PI).sum(-1)
 

@@ -49,9 +49,7 @@ class Rollout:
 class Sampler:
     """Owns the envs, their running episodes and the action-sampling RNG of a population."""
 
-    def __init__(
-        self, env: BatchedEnv, spec: PolicySpec, n_particles: int, seed: int
-    ) -> None:
+    def __init__(self, env: BatchedEnv, spec: PolicySpec, n_particles: int, seed: int) -> None:
         if env.num_envs % n_particles:
             raise ValueError(f"env has {env.num_envs} slots, not a multiple of {n_particles}")
         self.env, self.spec, self.n = env, spec, n_particles
@@ -78,12 +76,12 @@ class Sampler:
         ret_buf = np.empty((t_max, n * e), dtype=np.float64)  # running return after each step
         len_buf = np.empty((t_max, n * e), dtype=np.int64)
 
-        layers = spec.layers(theta)
-        log_std = None if spec.discrete else spec.log_std(theta)
+        parts = spec.split(theta)
+        log_std = None if spec.discrete else parts[-1]
         obs = self.obs
         for t in range(t_max):
             obs_buf[t] = obs.reshape(n, e, od)
-            out = forward_numpy(spec, layers, obs_buf[t])
+            out = forward_numpy(spec, parts, obs_buf[t])
             actions = sample_actions(spec, out, log_std, self.rng)
             act_buf[t] = actions
             if spec.discrete:

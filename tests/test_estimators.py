@@ -62,7 +62,7 @@ def test_batched_gradient_equals_each_particles_own_autograd_gradient():
     got = score_function_gradient(spec, theta, obs.numpy(), actions.numpy(), weights.numpy())
     for i in range(n):
         th = theta[i : i + 1].clone().requires_grad_(True)
-        logits = forward_torch(spec, th, obs[i : i + 1])[0]
+        logits = forward_torch(spec, spec.split(th), obs[i : i + 1])[0]
         dist = torch.distributions.Categorical(logits=logits)
         objective = (dist.log_prob(actions[i]) * weights[i].float()).mean()
         (expected,) = torch.autograd.grad(objective, th)

@@ -39,8 +39,8 @@ def test_batched_forward_matches_per_particle_modules(n, hidden, activation, dis
     theta = torch.randn(n, spec.n_params, generator=torch.Generator().manual_seed(0))
     obs = torch.randn(n, 7, 3, generator=torch.Generator().manual_seed(1))
     expected = torch.stack([_one_particle_forward(spec, theta[i], obs[i]) for i in range(n)])
-    got_torch = forward_torch(spec, theta, obs)
-    got_numpy = forward_numpy(spec, spec.layers(theta.numpy()), obs.numpy())
+    got_torch = forward_torch(spec, spec.split(theta), obs)
+    got_numpy = forward_numpy(spec, spec.split(theta.numpy()), obs.numpy())
     torch.testing.assert_close(got_torch, expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got_numpy, expected.numpy(), rtol=1e-5, atol=1e-5)
 
@@ -49,7 +49,8 @@ def test_cartpole_seed_architecture_has_6877_parameters_and_glorot_init():
     spec = PolicySpec(4, 2, True)
     assert spec.n_params == 6877  # (4·100+100) + (100·50+50) + (50·25+25) + (25·2+2)
     theta = spec.init_params(3, torch.Generator().manual_seed(0))
-    for w, b in spec.layers(theta):
+    parts = spec.split(theta)
+    for w, b in zip(parts[::2], parts[1::2], strict=True):
         fan_in, fan_out = w.shape[1:]
         limit = math.sqrt(6 / (fan_in + fan_out))
         assert w.abs().max() <= limit
@@ -73,17 +74,17 @@ def test_log_prob_matches_torch_distributions():
     theta = torch.randn(2, disc.n_params, generator=gen)
     obs = torch.randn(2, 5, 3, generator=gen)
     actions = torch.randint(0, 4, (2, 5), generator=gen)
-    logits = forward_torch(disc, theta, obs)
+    logits = forward_torch(disc, disc.split(theta), obs)
     expected = torch.distributions.Categorical(logits=logits).log_prob(actions)
-    torch.testing.assert_close(log_prob(disc, theta, obs, actions), expected)
+    torch.testing.assert_close(log_prob(disc, disc.split(theta), obs, actions), expected)
 
     cont = PolicySpec(3, 2, False, (6,), "tanh", (-1.0, -1.0), (1.0, 1.0))
     theta = torch.randn(2, cont.n_params, generator=gen)
     actions = torch.randn(2, 5, 2, generator=gen)
-    mean = forward_torch(cont, theta, obs)
+    mean = forward_torch(cont, cont.split(theta), obs)
     std = cont.log_std(theta).exp().unsqueeze(1)
     expected = torch.distributions.Normal(mean, std).log_prob(actions).sum(-1)
-    torch.testing.assert_close(log_prob(cont, theta, obs, actions), expected)
+    torch.testing.assert_close(log_prob(cont, cont.split(theta), obs, actions), expected)
 
 
 def test_gumbel_max_sampling_follows_the_softmax():

@@ -51,7 +51,11 @@ class A2C:
     def _values(self, obs: np.ndarray) -> np.ndarray:
         """``V_i`` of ``obs [n, M, obs_dim]`` -> ``[n, M]``, chunked."""
         out = [
-            forward_torch(self.critic_spec, self.critic, torch.from_numpy(obs[:, s : s + CHUNK]))
+            forward_torch(
+                self.critic_spec,
+                self.critic_spec.split(self.critic),
+                torch.from_numpy(obs[:, s : s + CHUNK]),
+            )
             for s in range(0, obs.shape[1], CHUNK)
         ]
         return torch.cat(out, dim=1).squeeze(-1).cpu().numpy().astype(np.float64)
@@ -83,7 +87,8 @@ class A2C:
             perm = torch.randperm(m, generator=self.generator).to(self.device)
             for s in range(0, m, CHUNK):
                 idx = perm[s : s + CHUNK]
-                pred = forward_torch(self.critic_spec, self.critic, obs_t[:, idx]).squeeze(-1)
+                parts = self.critic_spec.split(self.critic)
+                pred = forward_torch(self.critic_spec, parts, obs_t[:, idx]).squeeze(-1)
                 # Sum over particles of each particle's MSE: particle i's loss only moves row i.
                 loss = (pred - tgt_t[:, idx]).square().mean(dim=1).sum()
                 self.optimizer.zero_grad(set_to_none=True)

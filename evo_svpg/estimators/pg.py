@@ -79,12 +79,15 @@ def score_function_gradient(
     Particles do not share parameters, so one backward of the summed objective yields each
     particle's own gradient in its row.
     """
-    th = theta.detach().to(device).requires_grad_(True)
+    # One contiguous leaf per layer: gradients accumulate in place across chunks, instead of
+    # every chunk's backward scattering each layer's slice into a fresh zero [n, d] tensor.
+    parts = [p.detach().to(device).contiguous().requires_grad_(True) for p in spec.split(theta)]
     m = obs.shape[1]
     for s in range(0, m, CHUNK):
         o = torch.from_numpy(obs[:, s : s + CHUNK]).to(device)
         a = torch.from_numpy(actions[:, s : s + CHUNK]).to(device)
         w = torch.from_numpy(weights[:, s : s + CHUNK]).to(device, torch.float32)
-        objective = (log_prob(spec, th, o, a) * w).sum() / m
+        objective = (log_prob(spec, parts, o, a) * w).sum() / m
         objective.backward()
-    return th.grad.to(theta.device)
+    n = theta.shape[0]
+    return torch.cat([p.grad.reshape(n, -1) for p in parts], dim=1).to(theta.device)

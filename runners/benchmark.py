@@ -1,0 +1,170 @@
+"""Speed benchmark, measured side by side in one process on this machine.
+
+(a) naive sampler: 16 gymnasium CartPole-v1 envs stepped one at a time, one torch forward and a
+    ``Categorical`` sample per step (the style of most public SVPG ports);
+(b) this project's batched sampler: the same 16 policies, the same number of transitions;
+(c) a full paper CartPole run: 16 particles × 10,000 steps × 50 iterations, REINFORCE, with the
+    CLI's callbacks (metrics, TensorBoard, checkpoints);
+(d) the SVGD update at n = 16, 64, 256 with d = 6,877 (the CartPole policy).
+
+Targets (issue 3): (b) ≥ 2M transitions/s and ≥ 350× (a); (c) ≤ 15 s; (d) ≤ 0.5 ms at n = 16.
+
+    python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from evo_svpg.callbacks import Checkpointer, MetricsCSV, Summary, TensorBoardScalars
+from evo_svpg.config import RunConfig
+from evo_svpg.engine import build_run, train
+from evo_svpg.envs import make_batched_env
+from evo_svpg.policy import PolicySpec
+from evo_svpg.sampler import Sampler
+from evo_svpg.svgd import svgd_direction
+
+N_PARTICLES = 16
+
+
+def _modules(spec: PolicySpec, theta: torch.Tensor) -> list[nn.Sequential]:
+    """The same policies as ``nn.Sequential`` modules, for the naive sampler."""
+    out = []
+    for i in range(theta.shape[0]):
+        layers: list[nn.Module] = []
+        parts = spec.split(theta[i : i + 1])
+        for k, (w, b) in enumerate(zip(parts[::2], parts[1::2], strict=True)):
+            lin = nn.Linear(*w.shape[1:])
+            lin.weight.data.copy_(w[0].T)
+            lin.bias.data.copy_(b[0, 0])
+            layers += [lin, nn.Tanh()] if k < len(spec.layer_sizes) - 1 else [lin]
+        out.append(nn.Sequential(*layers))
+    return out
+
+
+def naive_sampler(spec: PolicySpec, theta: torch.Tensor, transitions: int) -> float:
+    """Transitions/s of 16 envs stepped one at a time, one forward per step."""
+    policies = _modules(spec, theta)
+    envs = [gym.make("CartPole-v1") for _ in policies]
+    obs = [env.reset(seed=i)[0] for i, env in enumerate(envs)]
+    per_particle = transitions // len(policies)
+    start = time.perf_counter()
+    with torch.no_grad():
+        for i, (env, policy) in enumerate(zip(envs, policies, strict=True)):
+            for _ in range(per_particle):
+                logits = policy(torch.as_tensor(obs[i]))
+                action = torch.distributions.Categorical(logits=logits).sample().item()
+                obs[i], _, term, trunc, _ = env.step(action)
+                if term or trunc:
+                    obs[i], _ = env.reset()
+    return per_particle * len(policies) / (time.perf_counter() - start)
+
+
+def batched_sampler(spec, theta, transitions: int, envs_per_particle: int, repeats: int):
+    """Median transitions/s of :class:`Sampler` (one warm-up, then ``repeats`` timed runs)."""
+    env = make_batched_env("CartPole-v1", N_PARTICLES * envs_per_particle, seed=0)
+    sampler = Sampler(env, spec, N_PARTICLES, seed=0)
+    steps_per_env = transitions // (N_PARTICLES * envs_per_particle)
+    theta_np = theta.numpy()
+    sampler.collect(theta_np, steps_per_env)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sampler.collect(theta_np, steps_per_env)
+        rates.append(
+            steps_per_env * N_PARTICLES * envs_per_particle / (time.perf_counter() - start)
+        )
+    return statistics.median(rates), min(rates), max(rates)
+
+
+def full_run(repeats: int) -> list[float]:
+    """Wall seconds of the paper's CartPole run (build + 50 iterations + outputs)."""
+    walls = []
+    for r in range(repeats):
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            cfg = RunConfig(seed=r)
+            run = build_run(cfg)
+            out = Path(tmp)
+            callbacks = [
+                MetricsCSV(out),
+                TensorBoardScalars(out),
+                Checkpointer(out, 5),
+                Summary(out),
+            ]
+            train(run, callbacks)
+            walls.append(time.perf_counter() - start)
+            summary = json.loads((out / "summary.json").read_text())
+            print(
+                f"  (c) run {r}: {walls[-1]:.2f} s, final best particle return "
+                f"{summary['final_best_particle_return']:.1f}"
+            )
+    return walls
+
+
+def svgd_timing(n: int, d: int, reps: int = 200) -> float:
+    """Median milliseconds of one ``svgd_direction`` call on float32 ``[n, d]``."""
+    gen = torch.Generator().manual_seed(0)
+    theta, score = torch.randn(n, d, generator=gen), torch.randn(n, d, generator=gen)
+    for _ in range(10):
+        svgd_direction(theta, score)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        svgd_direction(theta, score)
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--transitions", type=int, default=160_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--full-runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
+    args = parser.parse_args()
+
+    spec = PolicySpec(4, 2, True)
+    theta = spec.init_params(N_PARTICLES, torch.Generator().manual_seed(0))
+    results: dict = {"torch_threads": torch.get_num_threads(), "transitions": args.transitions}
+
+    print(f"(a) naive sampler, {args.transitions:,} transitions ...", flush=True)
+    naive = naive_sampler(spec, theta, args.transitions)
+    results["naive_steps_per_s"] = naive
+    print(f"  {naive:,.0f} transitions/s")
+    for e in (20, 64):
+        med, lo, hi = batched_sampler(spec, theta, args.transitions, e, args.repeats)
+        results[f"batched_E{e}_steps_per_s"] = [med, lo, hi]
+        print(
+            f"(b) batched sampler, 16 particles × {e} envs: {med:,.0f} transitions/s "
+            f"[{lo:,.0f} – {hi:,.0f}], {med / naive:,.0f}× naive"
+        )
+    print("(c) full paper CartPole run (16 × 10,000 × 50, REINFORCE) ...", flush=True)
+    walls = full_run(args.full_runs)
+    results["full_run_seconds"] = walls
+    print(f"  median {statistics.median(walls):.2f} s over {len(walls)} runs")
+    results["svgd_ms"] = {}
+    for n in (16, 64, 256):
+        ms = svgd_timing(n, spec.n_params, reps=200 if n < 256 else 30)
+        results["svgd_ms"][n] = ms
+        print(f"(d) SVGD update n={n:3d}, d={spec.n_params}: {ms:.3f} ms (median)")
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.out / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    target.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()

@@ -1,0 +1,247 @@
+"""End to end through the CLI and the engine: outputs, determinism, resume, failure handling."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV
+from evo_svpg.cli import main
+from evo_svpg.config import RunConfig
+from evo_svpg.engine import build_run, train
+from evo_svpg.modes import MODES
+from evo_svpg.plot import load_curves
+from evo_svpg.sampler import NonFiniteError
+
+TINY = [
+    "--particles", "3", "--steps-per-particle", "200", "--envs-per-particle", "4",
+    "--hidden-sizes", "16,16", "--iterations", "4", "--seed", "7",
+]  # fmt: skip
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _rows(out: Path) -> list[dict]:
+    with open(out / "metrics.csv", newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _run(*args: str) -> int:
+    return main(["run", *args])
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_path):
+    out = tmp_path / mode
+    assert _run("--mode", mode, *TINY, "--out", str(out)) == 0
+    rows = _rows(out)
+    policies = 1 if mode == "joint" else 3
+    assert len(rows) == 4 * policies
+    for row in rows:
+        # every policy takes 200 steps per iteration per particle-equivalent of budget: 3 × 200
+        assert int(row["env_steps"]) == int(row["iteration"]) * 3 * 200
+    config = json.loads((out / "config.json").read_text())
+    assert config["config"]["mode"] == mode
+    assert config["resolved"]["policies"] == policies
+    assert (out / "checkpoint.pt").exists()
+    assert (out / "summary.json").exists()
+    assert any((out / "tensorboard").iterdir())
+
+
+def test_same_seed_same_metrics_and_another_seed_differs(tmp_path):
+    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
+        assert _run(*TINY, "--seed", seed, "--out", str(tmp_path / name)) == 0
+    a, b, c = ((tmp_path / x / "metrics.csv").read_text() for x in "abc")
+    assert a == b
+    assert a != c
+
+
+def test_metrics_have_the_documented_columns(tmp_path):
+    assert _run(*TINY, "--out", str(tmp_path / "r")) == 0
+    rows = _rows(tmp_path / "r")
+    for column in ("iteration", "particle", "return_mean", "episodes", "env_steps"):
+        assert column in rows[0]
+    assert {int(r["particle"]) for r in rows} == {0, 1, 2}
+    assert all(float(r["bandwidth"]) > 0 for r in rows)  # pure mode logs its kernel bandwidth
+
+
+KILL_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    from evo_svpg.callbacks import Callback
+    from evo_svpg.cli import main
+
+    class KillAt(Callback):
+        def on_iteration(self, run, record):
+            if record.iteration == 5:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    import evo_svpg.cli as cli
+    cli.Progress = lambda: KillAt()  # the last callback: rows and checkpoints are written first
+    sys.exit(main(sys.argv[1:]))
+    """
+)
+
+
+def test_resume_after_a_hard_kill_equals_an_uninterrupted_run(tmp_path):
+    args = [*TINY, "--iterations", "7", "--checkpoint-every", "2", "--estimator", "a2c"]
+    assert _run(*args, "--out", str(tmp_path / "full")) == 0
+    killed = tmp_path / "killed"
+    proc = subprocess.run(
+        [sys.executable, "-c", KILL_SCRIPT, "run", *args, "--out", str(killed)],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == -9, proc.stderr
+    assert max(int(r["iteration"]) for r in _rows(killed)) == 5  # row 5 written, then killed
+    assert torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"] == 4
+    assert _run("--resume", str(killed)) == 0
+    full = (tmp_path / "full" / "metrics.csv").read_text()
+    assert (killed / "metrics.csv").read_text() == full
+
+
+def test_ctrl_c_saves_the_last_completed_iteration_and_resume_matches(tmp_path):
+    cfg = RunConfig(
+        particles=3, steps_per_particle=200, envs_per_particle=4, hidden_sizes=(16, 16),
+        iterations=6, seed=3, checkpoint_every=10,
+    )  # fmt: skip
+    assert _run(*TINY, "--seed", "3", "--iterations", "6", "--out", str(tmp_path / "full")) == 0
+
+    class CtrlC(Callback):
+        def on_iteration(self, run, record):
+            if record.iteration == 4:
+                raise KeyboardInterrupt
+
+    out = tmp_path / "interrupted"
+    out.mkdir()
+    run = build_run(cfg)
+    (out / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
+    with pytest.raises(KeyboardInterrupt):
+        train(run, [MetricsCSV(out), Checkpointer(out, cfg.checkpoint_every), CtrlC()])
+    assert torch.load(out / "checkpoint.pt", weights_only=False)["iteration"] == 4
+    assert _run("--resume", str(out)) == 0
+    assert (out / "metrics.csv").read_text() == (tmp_path / "full" / "metrics.csv").read_text()
+
+
+def test_non_finite_gradient_stops_with_the_iteration_and_keeps_the_last_checkpoint(tmp_path):
+    cfg = RunConfig(
+        particles=2, steps_per_particle=100, envs_per_particle=2, hidden_sizes=(8,),
+        iterations=5, checkpoint_every=1,
+    )  # fmt: skip
+    run = build_run(cfg)
+    real = run.ctx.estimator.gradient
+    calls = {"n": 0}
+
+    def poisoned(theta, rollout):
+        calls["n"] += 1
+        grad = real(theta, rollout)
+        return grad * float("nan") if calls["n"] == 3 else grad
+
+    run.ctx.estimator.gradient = poisoned
+    with pytest.raises(NonFiniteError, match=r"iteration 3"):
+        train(run, [Checkpointer(tmp_path, 1)])
+    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    assert saved["iteration"] == 2
+    assert torch.isfinite(saved["params"]).all()
+
+
+def test_short_pure_run_clearly_improves_over_its_first_iteration(tmp_path):
+    out = tmp_path / "learn"
+    args = ["--particles", "4", "--steps-per-particle", "2000", "--envs-per-particle", "10"]
+    assert _run(*args, "--iterations", "10", "--seed", "1", "--out", str(out)) == 0
+    curves = load_curves(out)
+    assert curves["mean"][-1] > 2 * curves["mean"][0], curves["mean"]
+    assert curves["best"][-1] > 60
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--mode", "nope"], r"invalid choice: 'nope' \(choose from .*pure"),
+        (["--estimator", "ppo"], r"choose from .*reinforce.*a2c"),
+        (["--env", "NoSuchEnv-v9"], r"CartPole-v1.*Pendulum-v1|Pendulum-v1.*CartPole-v1"),
+        (["--bandwidth", "wide"], r"bandwidth='wide'.*'svgd', 'svpg_code'"),
+        (["--bandwidth", "-1"], r"bandwidth=-1.0 must be a positive number"),
+        (["--alpha", "0"], r"alpha=0.0 must be a finite number > 0"),
+        (["--particles", "0"], r"particles=0 must be a positive integer"),
+        (["--steps-per-particle", "-5"], r"steps_per_particle=-5 must be a positive integer"),
+        (["--steps-per-particle", "101"], r"must be a multiple of envs_per_particle=20"),
+        (["--device", "cuda"], r"device='cuda'"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_naming_the_valid_choices(args, message, capsys, tmp_path):
+    try:
+        code = _run(*args, "--out", str(tmp_path / "x"))
+    except SystemExit as exc:  # argparse's own choice errors
+        code = exc.code
+    assert code == 2
+    assert re.search(message, capsys.readouterr().err), args
+
+
+def test_config_file_is_loaded_flags_override_and_errors_name_the_problem(tmp_path, capsys):
+    good = tmp_path / "good.toml"
+    good.write_text('particles = 2\nsteps_per_particle = 100\nenvs_per_particle = 2\n'
+                    'iterations = 1\nhidden_sizes = [8]\nalpha = 3.0\n')  # fmt: skip
+    assert _run("--config", str(good), "--alpha", "5", "--out", str(tmp_path / "r")) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
+    assert (saved["particles"], saved["alpha"], saved["hidden_sizes"]) == (2, 5.0, [8])
+
+    bad_key = tmp_path / "bad.toml"
+    bad_key.write_text("particle = 3\n")
+    assert _run("--config", str(bad_key)) == 2
+    assert re.search(r"unknown key\(s\) \['particle'\].*'particles'", capsys.readouterr().err)
+
+    assert _run("--config", str(tmp_path / "missing.toml")) == 2
+    assert "cannot read config" in capsys.readouterr().err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("particles = [\n")
+    assert _run("--config", str(broken)) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+
+
+def test_seed_config_file_is_the_default_setting():
+    assert RunConfig.from_toml(ROOT / "configs" / "cartpole_seed.toml") == RunConfig()
+
+
+def test_out_dir_of_an_existing_run_is_refused_and_resume_refuses_config_changes(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert _run(*TINY, "--iterations", "1", "--out", out) == 0
+    assert _run(*TINY, "--out", out) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert _run("--resume", out, "--alpha", "3") == 2
+    assert "only ['iterations'" in capsys.readouterr().err
+    assert _run("--resume", out, "--iterations", "2") == 0  # extending a finished run is fine
+    assert max(int(r["iteration"]) for r in _rows(tmp_path / "r")) == 2
+
+
+def test_plot_writes_a_png_with_best_and_mean_curves(tmp_path):
+    out = tmp_path / "r"
+    assert _run(*TINY, "--out", str(out)) == 0
+    assert main(["plot", str(out)]) == 0
+    png = out / "learning_curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    curves = load_curves(out)
+    returns = np.array([float(r["return_mean"]) for r in _rows(out)]).reshape(4, 3)
+    np.testing.assert_allclose(curves["best"], np.nanmax(returns, axis=1))
+
+
+def test_readme_mode_table_lists_exactly_the_registered_modes():
+    readme = (ROOT / "README.md").read_text()
+    table = re.findall(r"^\| `([a-z-]+)` \|", readme, flags=re.M)
+    assert sorted(table) == sorted(MODES)
+
+
+def test_ci_installs_exactly_as_the_readme_says():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    for step in ("pip install -q torch==2.13.0", 'pip install -q -e ".[test]"'):
+        assert step in ci
+        assert step.replace(" -q", "") in readme
+    assert os.access(ROOT / ".ci" / "run", os.X_OK)
