@@ -13,6 +13,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+import threadpoolctl
 import torch
 
 from evo_svpg.callbacks import (
@@ -30,7 +31,7 @@ from evo_svpg.modes import MODES
 from evo_svpg.policy import ACTIVATIONS
 from evo_svpg.sampler import NonFiniteError
 
-RESUME_OVERRIDABLE = ("iterations", "device", "torch_threads", "checkpoint_every")
+RESUME_OVERRIDABLE = ("iterations", "device", "threads", "checkpoint_every")
 CHOICES = {"mode": tuple(MODES), "estimator": ESTIMATORS, "activation": ACTIVATIONS}
 
 
@@ -115,9 +116,14 @@ def _describe(run, out: Path) -> dict:
             "env_fast_path": run.env.is_fast_path,
             "operators": [type(op).__name__ for op in run.operators],
             "torch_threads": torch.get_num_threads(),
+            "blas": _blas_info(),
             "torch_version": torch.__version__,
         },
     }
+
+
+def _blas_info() -> list[str]:
+    return [f"{d['internal_api']}:{d['num_threads']}" for d in threadpoolctl.threadpool_info()]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

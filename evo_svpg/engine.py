@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+import threadpoolctl
 import torch
 
 from evo_svpg.config import RunConfig
@@ -86,6 +87,16 @@ def _check_device(name: str) -> None:
         raise ValueError(f"device={name!r} but torch sees no CUDA device here; use 'cpu'")
 
 
+def set_threads(threads: int) -> None:
+    """Cap numpy's BLAS and torch at ``threads`` for this process.
+
+    On the 2-vCPU machines this was developed on, two BLAS/OpenMP threads made the gradient
+    10-20x *slower* than one (spinning threads fight for one physical core; README "Speed").
+    """
+    threadpoolctl.threadpool_limits(threads)
+    torch.set_num_threads(threads)
+
+
 def _seed(seed: int, stream: int) -> int:
     """Independent sub-seeds of the run seed for each random stream."""
     return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
@@ -94,8 +105,7 @@ def _seed(seed: int, stream: int) -> int:
 def build_run(cfg: RunConfig) -> Run:
     """Envs, policies, estimator and operators of ``cfg``, at iteration 0."""
     _check_device(cfg.device)
-    if cfg.torch_threads:
-        torch.set_num_threads(cfg.torch_threads)
+    set_threads(cfg.threads)
     mode = MODES[cfg.mode]
     layout = mode.layout(cfg)
     env = make_batched_env(cfg.env, layout.policies * layout.envs_per_policy, seed=None)

@@ -99,15 +99,19 @@ class PolicySpec:
         return theta[:, self.n_params - self.act_dim :]
 
 
-def forward_numpy(spec: PolicySpec, parts: list, obs: np.ndarray) -> np.ndarray:
+def forward_numpy(
+    spec: PolicySpec, parts: list, obs: np.ndarray, out: list[np.ndarray] | None = None
+) -> np.ndarray:
     """Logits or Gaussian means ``[n, E, act_dim]`` for observations ``[n, E, obs_dim]``.
 
     ``parts`` is ``spec.split(theta_numpy)``; one stacked matmul per layer for all particles.
+    With ``out`` (one ``[n, E, width]`` array per layer), every layer's output (after its
+    activation) is written there: the analytic gradient reuses them instead of a second forward.
     """
     x = obs
     last = len(spec.layer_sizes) - 1
     for i in range(last + 1):
-        x = np.matmul(x, parts[2 * i])
+        x = np.matmul(x, parts[2 * i], out=None if out is None else out[i])
         x += parts[2 * i + 1]
         if i < last:
             if spec.activation == "tanh":
@@ -157,7 +161,9 @@ def sample_actions(
     the policy sampled, the env receives the clipped action).
     """
     if spec.discrete:
-        gumbel = -np.log(-np.log(rng.random(out.shape, dtype=np.float32)))
+        # Gumbel noise −log(Exp(1)); an exponential draw of exactly 0 gives +inf: that action.
+        with np.errstate(divide="ignore"):
+            gumbel = -np.log(rng.standard_exponential(out.shape, dtype=np.float32))
         return np.argmax(out + gumbel, axis=-1)
     noise = rng.standard_normal(out.shape, dtype=np.float32)
     return out + np.exp(log_std)[:, None, :] * noise

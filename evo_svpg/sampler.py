@@ -36,6 +36,9 @@ class Rollout:
     final_obs: np.ndarray  # [T, n, E, obs_dim] float32: next observation before any autoreset
     episode_returns: list[np.ndarray]  # per particle: undiscounted returns of episodes ended here
     episode_lengths: list[np.ndarray]  # per particle: their lengths
+    # Every layer's output (post-activation; the last is the logits/means) while sampling,
+    # particle-major ``[n, T·E, width]``: the analytic policy gradient backpropagates through them.
+    activations: list[np.ndarray] | None = None
 
     @property
     def n_particles(self) -> int:
@@ -58,30 +61,51 @@ class Sampler:
         self.obs = env.reset(seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
         self.running_return = np.zeros(env.num_envs, dtype=np.float64)
         self.running_length = np.zeros(env.num_envs, dtype=np.int64)
+        self._buffer_steps = 0
         if not spec.discrete:
             self._low = np.asarray(spec.action_low, dtype=np.float32)
             self._high = np.asarray(spec.action_high, dtype=np.float32)
 
+    def _buffers(self, t_max: int) -> dict[str, np.ndarray]:
+        """Rollout buffers, allocated once and reused: fresh 100 MB arrays every iteration
+        cost more in page faults than the forward pass that fills them."""
+        if self._buffer_steps != t_max:
+            n, e, spec, od = self.n, self.envs_per_particle, self.spec, self.spec.obs_dim
+            act_shape = (t_max, n, e) if spec.discrete else (t_max, n, e, spec.act_dim)
+            self._bufs = {
+                "obs": np.empty((t_max, n, e, od), dtype=np.float32),
+                "final": np.empty((t_max, n, e, od), dtype=np.float32),
+                "act": np.empty(act_shape, dtype=np.int64 if spec.discrete else np.float32),
+                "rew": np.empty((t_max, n, e), dtype=np.float32),
+                "term": np.empty((t_max, n, e), dtype=bool),
+                "trunc": np.empty((t_max, n, e), dtype=bool),
+                "ret": np.empty((t_max, n * e), dtype=np.float64),  # running return
+                "len": np.empty((t_max, n * e), dtype=np.int64),  # running length
+            }
+            for i, (_, width) in enumerate(spec.layer_sizes):
+                self._bufs[f"layer{i}"] = np.empty((n, t_max, e, width), dtype=np.float32)
+            self._buffer_steps = t_max
+        return self._bufs
+
     def collect(self, theta: np.ndarray, steps_per_env: int) -> Rollout:
-        """Run every env ``steps_per_env`` steps with the policies ``theta [n, d]`` (numpy)."""
+        """Run every env ``steps_per_env`` steps with the policies ``theta [n, d]`` (numpy).
+
+        The returned arrays are the sampler's reusable buffers: valid until the next call.
+        """
         n, e, spec = self.n, self.envs_per_particle, self.spec
         t_max, od = steps_per_env, spec.obs_dim
-        obs_buf = np.empty((t_max, n, e, od), dtype=np.float32)
-        final_buf = np.empty((t_max, n, e, od), dtype=np.float32)
-        act_shape = (t_max, n, e) if spec.discrete else (t_max, n, e, spec.act_dim)
-        act_buf = np.empty(act_shape, dtype=np.int64 if spec.discrete else np.float32)
-        rew_buf = np.empty((t_max, n, e), dtype=np.float32)
-        term_buf = np.empty((t_max, n, e), dtype=bool)
-        trunc_buf = np.empty((t_max, n, e), dtype=bool)
-        ret_buf = np.empty((t_max, n * e), dtype=np.float64)  # running return after each step
-        len_buf = np.empty((t_max, n * e), dtype=np.int64)
+        bufs = self._buffers(t_max)
+        obs_buf, final_buf, act_buf = bufs["obs"], bufs["final"], bufs["act"]
+        rew_buf, term_buf, trunc_buf = bufs["rew"], bufs["term"], bufs["trunc"]
+        ret_buf, len_buf = bufs["ret"], bufs["len"]
+        act_bufs = [bufs[f"layer{i}"] for i in range(len(spec.layer_sizes))]
 
         parts = spec.split(theta)
         log_std = None if spec.discrete else parts[-1]
         obs = self.obs
         for t in range(t_max):
             obs_buf[t] = obs.reshape(n, e, od)
-            out = forward_numpy(spec, parts, obs_buf[t])
+            out = forward_numpy(spec, parts, obs_buf[t], [buf[:, t] for buf in act_bufs])
             actions = sample_actions(spec, out, log_std, self.rng)
             act_buf[t] = actions
             if spec.discrete:
@@ -113,9 +137,10 @@ class Sampler:
         episode_returns = np.split(ret_buf[t_idx, slot][order], splits)
         episode_lengths = np.split(len_buf[t_idx, slot][order], splits)
         trunc_buf[-1] |= ~term_buf[-1]  # the iteration boundary cuts every running episode
+        activations = [buf.reshape(n, t_max * e, -1) for buf in act_bufs]
         return Rollout(
             obs_buf, act_buf, rew_buf, term_buf, trunc_buf, final_buf,
-            episode_returns, episode_lengths,
+            episode_returns, episode_lengths, activations,
         )  # fmt: skip
 
     def state_dict(self) -> dict:

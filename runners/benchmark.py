@@ -28,7 +28,7 @@ from torch import nn
 
 from evo_svpg.callbacks import Checkpointer, MetricsCSV, Summary, TensorBoardScalars
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import build_run, train
+from evo_svpg.engine import build_run, set_threads, train
 from evo_svpg.envs import make_batched_env
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler
@@ -87,13 +87,13 @@ def batched_sampler(spec, theta, transitions: int, envs_per_particle: int, repea
     return statistics.median(rates), min(rates), max(rates)
 
 
-def full_run(repeats: int) -> list[float]:
+def full_run(repeats: int, threads: int) -> list[float]:
     """Wall seconds of the paper's CartPole run (build + 50 iterations + outputs)."""
     walls = []
     for r in range(repeats):
         with tempfile.TemporaryDirectory() as tmp:
             start = time.perf_counter()
-            cfg = RunConfig(seed=r)
+            cfg = RunConfig(seed=r, threads=threads)
             run = build_run(cfg)
             out = Path(tmp)
             callbacks = [
@@ -132,11 +132,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--full-runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/torch threads (run default)")
     args = parser.parse_args()
+    set_threads(args.threads)
 
     spec = PolicySpec(4, 2, True)
     theta = spec.init_params(N_PARTICLES, torch.Generator().manual_seed(0))
-    results: dict = {"torch_threads": torch.get_num_threads(), "transitions": args.transitions}
+    results: dict = {"threads": args.threads, "transitions": args.transitions}
 
     print(f"(a) naive sampler, {args.transitions:,} transitions ...", flush=True)
     naive = naive_sampler(spec, theta, args.transitions)
@@ -150,7 +152,7 @@ def main() -> None:
             f"[{lo:,.0f} – {hi:,.0f}], {med / naive:,.0f}× naive"
         )
     print("(c) full paper CartPole run (16 × 10,000 × 50, REINFORCE) ...", flush=True)
-    walls = full_run(args.full_runs)
+    walls = full_run(args.full_runs, args.threads)
     results["full_run_seconds"] = walls
     print(f"  median {statistics.median(walls):.2f} s over {len(walls)} runs")
     results["svgd_ms"] = {}

@@ -31,7 +31,7 @@ def _launch(mode: str, seed: int, out: Path, threads: int, extra: list[str]) -> 
     run_dir = out / mode / f"seed{seed}"
     cmd = [
         sys.executable, "-m", "evo_svpg.cli", "run", "--mode", mode, "--seed", str(seed),
-        "--out", str(run_dir), "--torch-threads", str(threads), *extra,
+        "--out", str(run_dir), "--threads", str(threads), *extra,
     ]  # fmt: skip
     if (run_dir / "metrics.csv").exists():
         cmd = [sys.executable, "-m", "evo_svpg.cli", "run", "--resume", str(run_dir)]

@@ -1,16 +1,18 @@
 """Returns, GAE and the batched score-function gradient against direct computations."""
 
 import numpy as np
+import pytest
 import torch
 
 from evo_svpg.estimators.pg import (
+    analytic_score_gradient,
     gae,
     particle_major,
     returns_to_go,
     score_function_gradient,
     standardize,
 )
-from evo_svpg.policy import PolicySpec, forward_torch
+from evo_svpg.policy import PolicySpec, forward_numpy, forward_torch
 
 
 def test_returns_to_go_by_hand():
@@ -81,3 +83,27 @@ def test_score_function_gradient_is_unbiased_on_a_bandit():
     grad = score_function_gradient(spec, theta, obs, actions, rewards)
     bias_grad = grad[0, -2:].numpy()  # output-layer bias entries = logit gradients
     np.testing.assert_allclose(bias_grad, [-0.25, 0.25], atol=0.005)
+
+
+@pytest.mark.parametrize(
+    ("discrete", "activation"), [(True, "tanh"), (False, "tanh"), (True, "relu"), (False, "relu")]
+)
+def test_analytic_backprop_from_sampled_activations_equals_autograd(discrete, activation):
+    """The CPU path (hand backprop through the sampler's activations) against torch autograd."""
+    spec = PolicySpec(3, 2, discrete, (7, 5), activation, (-1.0, -1.0), (1.0, 1.0))
+    gen = torch.Generator().manual_seed(1)
+    n, m = 4, 300
+    theta = spec.init_params(n, gen)
+    if not discrete:
+        theta[:, -2:] = torch.tensor([0.3, -0.5])  # a non-trivial log-std
+    obs = torch.randn(n, m, 3, generator=gen).numpy()
+    out = [np.empty((n, m, w), dtype=np.float32) for _, w in spec.layer_sizes]
+    forward_numpy(spec, spec.split(theta.numpy()), obs, out)
+    if discrete:
+        actions = torch.randint(0, 2, (n, m), generator=gen).numpy()
+    else:
+        actions = (torch.from_numpy(out[-1]) + torch.randn(n, m, 2, generator=gen)).numpy()
+    weights = torch.randn(n, m, generator=gen, dtype=torch.float64).numpy()
+    got = analytic_score_gradient(spec, theta.numpy(), obs, actions, out, weights)
+    expected = score_function_gradient(spec, theta, obs, actions, weights)
+    np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-6)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evo_svpg.estimators.pg import CHUNK, gae, particle_major, score_function_gradient, standardize
+from evo_svpg.estimators.pg import CHUNK, gae, particle_major, score_gradient, standardize
 from evo_svpg.policy import PolicySpec, forward_torch
 from evo_svpg.sampler import Rollout
 
@@ -72,8 +72,8 @@ class A2C:
             self.gamma, self.gae_lambda,
         )  # fmt: skip
         targets = particle_major(adv + values)
-        grad = score_function_gradient(
-            self.spec, theta, obs, particle_major(rollout.actions),
+        grad = score_gradient(
+            self.spec, theta, obs, particle_major(rollout.actions), rollout.activations,
             standardize(particle_major(adv)), self.device,
         )  # fmt: skip
         self._fit_critic(obs, targets)

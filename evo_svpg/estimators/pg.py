@@ -65,6 +65,79 @@ def standardize(x: np.ndarray) -> np.ndarray:
     return (x - mean) / (std + 1e-8)
 
 
+def analytic_score_gradient(
+    spec: PolicySpec,
+    theta: np.ndarray,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    activations: list[np.ndarray],
+    weights: np.ndarray,
+) -> np.ndarray:
+    """∇J_i ≈ (1/M) Σ_t ∇ log π_θi(a_t|s_t) · w_t by hand-written backprop: ``[n, d]``.
+
+    Same quantity as :func:`score_function_gradient`, without a second forward pass: the
+    sampler kept every layer's output (``activations``, ``[n, M, width]``, last = logits or
+    means). Two stacked matmuls per layer, all particles at once; ~3x faster on CPU.
+    """
+    n, m = weights.shape
+    parts = spec.split(theta)
+    grad = np.zeros((n, spec.n_params), dtype=np.float32)
+    chunk_grad = np.empty_like(grad)
+    scaled = (weights / m).astype(np.float32)
+    for s in range(0, m, CHUNK):
+        c = slice(s, s + CHUNK)
+        chunk_acts = [a[:, c] for a in activations]
+        _backprop(spec, parts, obs[:, c], actions[:, c], chunk_acts, scaled[:, c], chunk_grad)
+        grad += chunk_grad
+    return grad
+
+
+def _backprop(spec, parts, obs, actions, activations, w, grad: np.ndarray) -> None:
+    """Writes ``Σ_t w_t ∇ log π(a_t|s_t)`` of one chunk into ``grad [n, d]``."""
+    grad_parts = spec.split(grad)
+    w = w[..., None]  # [n, M, 1]
+    out = activations[-1]
+    if spec.discrete:
+        z = out - out.max(axis=-1, keepdims=True)
+        np.exp(z, out=z)
+        z /= z.sum(axis=-1, keepdims=True)  # softmax probabilities
+        picked = np.take_along_axis(z, actions[..., None], axis=-1)
+        np.put_along_axis(z, actions[..., None], picked - 1.0, axis=-1)
+        dz = z * -w  # ∂/∂logits of w·log softmax(logits)[a] = w (onehot(a) − p)
+    else:
+        inv_std = np.exp(-parts[-1])[:, None, :]  # [n, 1, act_dim]
+        z = (actions - out) * inv_std
+        grad_parts[-1][:] = (w * (z * z - 1.0)).sum(axis=1)  # ∂/∂log σ
+        dz = w * z * inv_std  # ∂/∂mean
+    inputs = [obs, *activations[:-1]]
+    for layer in range(len(spec.layer_sizes) - 1, -1, -1):
+        h = inputs[layer]
+        np.matmul(h.transpose(0, 2, 1), dz, out=grad_parts[2 * layer])
+        grad_parts[2 * layer + 1][:] = dz.sum(axis=1, keepdims=True)
+        if layer:
+            dz = np.matmul(dz, parts[2 * layer].transpose(0, 2, 1))  # ∂/∂h
+            if spec.activation == "tanh":
+                dz *= 1.0 - h * h
+            else:
+                dz *= h > 0
+
+
+def score_gradient(
+    spec: PolicySpec,
+    theta: Tensor,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    activations: list[np.ndarray] | None,
+    weights: np.ndarray,
+    device: str = "cpu",
+) -> Tensor:
+    """The estimators' entry point: analytic backprop on CPU, torch autograd elsewhere."""
+    if device == "cpu" and activations is not None:
+        grad = analytic_score_gradient(spec, theta.numpy(), obs, actions, activations, weights)
+        return torch.from_numpy(grad)
+    return score_function_gradient(spec, theta, obs, actions, weights, device)
+
+
 def score_function_gradient(
     spec: PolicySpec,
     theta: Tensor,

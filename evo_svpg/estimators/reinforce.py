@@ -9,7 +9,7 @@ from torch import Tensor
 from evo_svpg.estimators.pg import (
     particle_major,
     returns_to_go,
-    score_function_gradient,
+    score_gradient,
     standardize,
 )
 from evo_svpg.policy import PolicySpec
@@ -33,7 +33,9 @@ class Reinforce:
         dones = rollout.terminated | rollout.truncated
         weights = standardize(particle_major(returns_to_go(rollout.rewards, dones, self.gamma)))
         obs, actions = particle_major(rollout.obs), particle_major(rollout.actions)
-        return score_function_gradient(self.spec, theta, obs, actions, weights, self.device)
+        return score_gradient(
+            self.spec, theta, obs, actions, rollout.activations, weights, self.device
+        )
 
     def state_dict(self) -> dict:
         return {}

@@ -1,0 +1,5 @@
+"""One BLAS/torch thread for the whole suite, as runs use by default (see README "Speed")."""
+
+from evo_svpg.engine import set_threads
+
+set_threads(1)
