@@ -107,3 +107,44 @@ def test_analytic_backprop_from_sampled_activations_equals_autograd(discrete, ac
     got = analytic_score_gradient(spec, theta.numpy(), obs, actions, out, weights)
     expected = score_function_gradient(spec, theta, obs, actions, weights)
     np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_a2c_critic_fits_its_targets_and_stays_out_of_the_particles():
+    from evo_svpg.envs import make_batched_env
+    from evo_svpg.estimators import A2C
+    from evo_svpg.sampler import Sampler
+
+    spec = PolicySpec(4, 2, True, (16,))
+    n = 3
+    theta = spec.init_params(n, torch.Generator().manual_seed(0))
+    sampler = Sampler(make_batched_env("CartPole-v1", n * 4, seed=0), spec, n, seed=0)
+    a2c = A2C(spec, n, seed=0, critic_epochs=1)
+    rollout = sampler.collect(theta.numpy(), 500)
+    obs = particle_major(rollout.obs)
+    dones = rollout.terminated | rollout.truncated
+    returns = particle_major(returns_to_go(rollout.rewards, dones, a2c.gamma))
+
+    def critic_error() -> float:
+        return float(np.mean((a2c._values(obs) - returns) ** 2))
+
+    assert critic_error() > returns.var(axis=1).mean()  # untrained: worse than the mean
+    for _ in range(100):
+        a2c._fit_critic(obs, returns)
+    # Trained: clearly better than predicting each particle's mean return.
+    assert critic_error() < 0.85 * returns.var(axis=1).mean()
+
+    critic_before = a2c.critic.detach().clone()
+    grad = a2c.gradient(theta, rollout)
+    assert grad.shape == theta.shape  # policy gradient only: critics are not particles
+    assert not torch.equal(a2c.critic, critic_before)
+
+
+def test_a2c_target_renormalisation_keeps_predictions():
+    from evo_svpg.estimators import A2C
+
+    a2c = A2C(PolicySpec(4, 2, True, (8,)), 2, seed=0)
+    obs = np.random.default_rng(0).normal(size=(2, 50, 4)).astype(np.float32)
+    before = a2c._values(obs)
+    a2c._renormalise(torch.tensor([[10.0, 30.0, 50.0], [-5.0, 0.0, 2.0]]))
+    assert a2c.target_mean.tolist() == pytest.approx([30.0, -1.0])
+    np.testing.assert_allclose(a2c._values(obs), before, rtol=1e-5, atol=1e-5)

@@ -24,6 +24,11 @@ class A2C:
     Each iteration: values of all observed and next observations, GAE advantages (standardised
     per particle, as REINFORCE's returns are, so α keeps its meaning), the policy gradient, then
     ``critic_epochs`` passes of minibatch Adam on ``(V_i(s_t) − (A_t + V_i(s_t)))²``.
+
+    Value targets are normalised per particle, PopArt-style (van Hasselt et al. 2016): the
+    network predicts ``(V − μ_i)/σ_i``, and when ``μ_i, σ_i`` are refreshed from a new batch the
+    output layer is rescaled so its predictions do not jump. Without it a critic starting at 0
+    needs thousands of Adam steps just to reach CartPole's returns of ~50-100.
     """
 
     spec: PolicySpec
@@ -46,6 +51,8 @@ class A2C:
         self.critic = self.critic_spec.init_params(self.n_particles, self.generator)
         self.critic = self.critic.to(self.device).requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.critic], lr=self.critic_lr)
+        self.target_mean = torch.zeros(self.n_particles, device=self.device)  # μ_i
+        self.target_std = torch.ones(self.n_particles, device=self.device)  # σ_i
 
     @torch.no_grad()
     def _values(self, obs: np.ndarray) -> np.ndarray:
@@ -58,7 +65,20 @@ class A2C:
             )
             for s in range(0, obs.shape[1], CHUNK)
         ]
-        return torch.cat(out, dim=1).squeeze(-1).cpu().numpy().astype(np.float64)
+        raw = torch.cat(out, dim=1).squeeze(-1)
+        values = self.target_mean[:, None] + self.target_std[:, None] * raw
+        return values.cpu().numpy().astype(np.float64)
+
+    @torch.no_grad()
+    def _renormalise(self, targets: Tensor) -> None:
+        """Refresh ``μ_i, σ_i`` from ``targets [n, M]``, keeping every prediction unchanged."""
+        mean, std = targets.mean(dim=1), targets.std(dim=1).clamp_min(1e-3)
+        parts = self.critic_spec.split(self.critic)
+        w_out, b_out = parts[-2], parts[-1]  # [n, h, 1], [n, 1, 1]
+        ratio = (self.target_std / std)[:, None, None]
+        w_out.mul_(ratio)
+        b_out.mul_(ratio).add_(((self.target_mean - mean) / std)[:, None, None])
+        self.target_mean, self.target_std = mean, std
 
     def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor:
         """``∇J [n, d]`` at ``theta [n, d]``; also fits the critics to this rollout."""
@@ -83,6 +103,8 @@ class A2C:
         m = obs.shape[1]
         obs_t = torch.from_numpy(obs).to(self.device)
         tgt_t = torch.from_numpy(targets).to(self.device, torch.float32)
+        self._renormalise(tgt_t)
+        tgt_t = (tgt_t - self.target_mean[:, None]) / self.target_std[:, None]
         for _ in range(self.critic_epochs):
             perm = torch.randperm(m, generator=self.generator).to(self.device)
             for s in range(0, m, CHUNK):
@@ -100,6 +122,8 @@ class A2C:
             "critic": self.critic.detach().cpu().clone(),
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
+            "target_mean": self.target_mean.clone(),
+            "target_std": self.target_std.clone(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -107,3 +131,5 @@ class A2C:
             self.critic.copy_(state["critic"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
+        self.target_mean = state["target_mean"].clone()
+        self.target_std = state["target_std"].clone()
