@@ -15,7 +15,7 @@ from torch import Tensor
 
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import NonFiniteError, Rollout, Sampler
-from evo_svpg.svgd import svpg_direction_and_bandwidth
+from evo_svpg.svgd import svgd_direction, svpg_direction_and_bandwidth
 
 
 class Estimator(Protocol):
@@ -100,7 +100,12 @@ class SteinDirection(Stateless):
         state.direction, h = svpg_direction_and_bandwidth(
             state.params, state.grads, self.alpha, bandwidth=self.bandwidth
         )
+        # Diagnostics for "does the repulsion dominate?": the kernel-gradient term alone (zero
+        # score, same h) and the kernel-smoothed ∇J/α term, mean L2 norm over particles.
+        repulsion = svgd_direction(state.params, torch.zeros_like(state.grads), bandwidth=h)
         state.scalars["bandwidth"] = h
+        state.scalars["repulsion_norm"] = float(repulsion.norm(dim=1).mean())
+        state.scalars["drive_norm"] = float((state.direction - repulsion).norm(dim=1).mean())
         return state
 
 
