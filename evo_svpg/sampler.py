@@ -12,12 +12,15 @@ A2C bootstraps from the critic), and its return is reported in the iteration whe
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
 from evo_svpg.envs import BatchedEnv
 from evo_svpg.policy import PolicySpec, forward_numpy, sample_actions
+
+logger = logging.getLogger("evo_svpg")
 
 
 class NonFiniteError(RuntimeError):
@@ -146,7 +149,8 @@ class Sampler:
     def state_dict(self) -> dict:
         """Everything needed to continue sampling bit-identically after a resume."""
         return {
-            "env": self.env.get_state(),
+            # Generic gymnasium envs cannot be snapshotted: a resume restarts their episodes.
+            "env": self.env.get_state() if self.env.is_fast_path else None,
             "obs": self.obs.copy(),
             "running_return": self.running_return.copy(),
             "running_length": self.running_length.copy(),
@@ -154,8 +158,19 @@ class Sampler:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        if state["env"] is None:
+            logger.warning(
+                "%s is on the generic gymnasium path, whose envs cannot be restored: their "
+                "episodes restart, so this resumed run is not bit-identical to an uninterrupted "
+                "one",
+                self.env.env_id,
+            )
+            self.obs = self.env.reset(seed=int(self.rng.integers(2**31)))
+            self.running_return[:] = 0.0
+            self.running_length[:] = 0
+            return
         self.env.set_state(state["env"])
         self.obs = state["obs"].copy()
         self.running_return = state["running_return"].copy()
         self.running_length = state["running_length"].copy()
-        self.rng.bit_generator.state = state["rng"]

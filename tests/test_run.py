@@ -2,6 +2,7 @@
 
 import csv
 import json
+import logging
 import os
 import re
 import subprocess
@@ -210,6 +211,11 @@ def test_seed_config_file_is_the_default_setting():
     assert RunConfig.from_toml(ROOT / "configs" / "cartpole_seed.toml") == RunConfig()
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    RunConfig.from_toml(path)  # raises on unknown keys or bad values
+
+
 def test_out_dir_of_an_existing_run_is_refused_and_resume_refuses_config_changes(tmp_path, capsys):
     out = str(tmp_path / "r")
     assert _run(*TINY, "--iterations", "1", "--out", out) == 0
@@ -219,6 +225,18 @@ def test_out_dir_of_an_existing_run_is_refused_and_resume_refuses_config_changes
     assert "only ['iterations'" in capsys.readouterr().err
     assert _run("--resume", out, "--iterations", "2") == 0  # extending a finished run is fine
     assert max(int(r["iteration"]) for r in _rows(tmp_path / "r")) == 2
+
+
+@pytest.mark.filterwarnings("ignore:.*CartPole-v0 is out of date")
+def test_generic_gymnasium_env_runs_and_resumes_with_a_warning(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="evo_svpg")
+    out = str(tmp_path / "g")
+    small = ["--particles", "2", "--steps-per-particle", "100", "--envs-per-particle", "2"]
+    assert _run("--env", "CartPole-v0", *small, "--iterations", "2", "--out", out) == 0
+    assert "generic" in caplog.text
+    assert _run("--resume", out, "--iterations", "3") == 0
+    assert "not bit-identical" in caplog.text
+    assert max(int(r["iteration"]) for r in _rows(tmp_path / "g")) == 3
 
 
 def test_plot_writes_a_png_with_best_and_mean_curves(tmp_path):

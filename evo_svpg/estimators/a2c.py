@@ -61,7 +61,7 @@ class A2C:
             forward_torch(
                 self.critic_spec,
                 self.critic_spec.split(self.critic),
-                torch.from_numpy(obs[:, s : s + CHUNK]),
+                torch.from_numpy(obs[:, s : s + CHUNK]).to(self.device),
             )
             for s in range(0, obs.shape[1], CHUNK)
         ]
