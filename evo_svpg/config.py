@@ -49,7 +49,7 @@ class RunConfig:
     seed: int = _doc("random seed; the same seed gives the same metrics.csv", 0)
     device: str = _doc("torch device for the gradient computation", "cpu")
     checkpoint_every: int = _doc("iterations between checkpoints (and at the end)", 5)
-    threads: int = _doc("CPU threads for BLAS and torch (1 is fastest on 2-vCPU VMs)", 1)
+    threads: int = _doc("particle shards computed in parallel threads (results don't change)", 2)
 
     def __post_init__(self) -> None:
         from evo_svpg.modes import MODES  # modes import operators, which import this module

@@ -19,6 +19,7 @@ from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.estimators import A2C, Reinforce
 from evo_svpg.modes import MODES, Layout
 from evo_svpg.operators import Context, Operator, PopulationState
+from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler
 
@@ -87,11 +88,12 @@ def _check_device(name: str) -> None:
         raise ValueError(f"device={name!r} but torch sees no CUDA device here; use 'cpu'")
 
 
-def set_threads(threads: int) -> None:
-    """Cap numpy's BLAS and torch at ``threads`` for this process.
+def set_threads(threads: int = 1) -> None:
+    """Cap numpy's BLAS and torch's intra-op pools at ``threads`` for this process.
 
-    On the 2-vCPU machines this was developed on, two BLAS/OpenMP threads made the gradient
-    10-20x *slower* than one (spinning threads fight for one physical core; README "Speed").
+    Runs keep them at 1 and get parallelism from particle shards instead (:mod:`.parallel`):
+    on the 2-vCPU machines this was developed on, two BLAS/OpenMP threads made the gradient
+    10-20x *slower* than one whenever another process was running (README "Speed").
     """
     threadpoolctl.threadpool_limits(threads)
     torch.set_num_threads(threads)
@@ -105,19 +107,20 @@ def _seed(seed: int, stream: int) -> int:
 def build_run(cfg: RunConfig) -> Run:
     """Envs, policies, estimator and operators of ``cfg``, at iteration 0."""
     _check_device(cfg.device)
-    set_threads(cfg.threads)
+    set_threads(1)
     mode = MODES[cfg.mode]
     layout = mode.layout(cfg)
     env = make_batched_env(cfg.env, layout.policies * layout.envs_per_policy, seed=None)
     spec = policy_spec_for(env, cfg)
     params = spec.init_params(layout.policies, torch.Generator().manual_seed(_seed(cfg.seed, 0)))
-    sampler = Sampler(env, spec, layout.policies, seed=_seed(cfg.seed, 1))
+    shards = ParticleShards(layout.policies, cfg.threads)
+    sampler = Sampler(env, spec, layout.policies, seed=_seed(cfg.seed, 1), shards=shards)
     if cfg.estimator == "reinforce":
-        estimator = Reinforce(spec, cfg.gamma, cfg.device)
+        estimator = Reinforce(spec, cfg.gamma, cfg.device, shards)
     else:
         estimator = A2C(
             spec, layout.policies, _seed(cfg.seed, 2), cfg.gamma, cfg.gae_lambda,
-            cfg.critic_hidden_sizes, cfg.critic_lr, cfg.critic_epochs, cfg.device,
+            cfg.critic_hidden_sizes, cfg.critic_lr, cfg.critic_epochs, cfg.device, shards,
         )  # fmt: skip
     steps_per_env = layout.steps_per_policy // layout.envs_per_policy
     ctx = Context(spec, sampler, estimator, steps_per_env)

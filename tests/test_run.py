@@ -56,12 +56,14 @@ def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_pa
     assert any((out / "tensorboard").iterdir())
 
 
-def test_same_seed_same_metrics_and_another_seed_differs(tmp_path):
-    for name, seed in (("a", "7"), ("b", "7"), ("c", "8")):
-        assert _run(*TINY, "--seed", seed, "--out", str(tmp_path / name)) == 0
-    a, b, c = ((tmp_path / x / "metrics.csv").read_text() for x in "abc")
-    assert a == b
-    assert a != c
+def test_same_seed_same_metrics_whatever_the_threads_and_another_seed_differs(tmp_path):
+    runs = (("a", "7", "2"), ("b", "7", "1"), ("c", "7", "3"), ("d", "8", "2"))
+    for name, seed, threads in runs:
+        args = ("--seed", seed, "--threads", threads, "--estimator", "a2c")
+        assert _run(*TINY, *args, "--out", str(tmp_path / name)) == 0
+    a, b, c, d = ((tmp_path / x / "metrics.csv").read_text() for x in "abcd")
+    assert a == b == c
+    assert a != d
 
 
 def test_metrics_have_the_documented_columns(tmp_path):

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from evo_svpg.estimators.pg import CHUNK, gae, particle_major, score_gradient, standardize
+from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec, forward_torch
 from evo_svpg.sampler import Rollout
 
@@ -40,6 +41,7 @@ class A2C:
     critic_lr: float = 1e-3
     critic_epochs: int = 2
     device: str = "cpu"
+    shards: ParticleShards | None = None
     critic_spec: PolicySpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -94,7 +96,7 @@ class A2C:
         targets = particle_major(adv + values)
         grad = score_gradient(
             self.spec, theta, obs, particle_major(rollout.actions), rollout.activations,
-            standardize(particle_major(adv)), self.device,
+            standardize(particle_major(adv)), self.device, self.shards,
         )  # fmt: skip
         self._fit_critic(obs, targets)
         return grad

@@ -12,6 +12,7 @@ from evo_svpg.estimators.pg import (
     score_gradient,
     standardize,
 )
+from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Rollout
 
@@ -27,6 +28,7 @@ class Reinforce:
     spec: PolicySpec
     gamma: float = 0.99
     device: str = "cpu"
+    shards: ParticleShards | None = None
 
     def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor:
         """``∇J [n, d]`` at ``theta [n, d]`` from ``rollout`` (sampled with ``theta``)."""
@@ -34,7 +36,7 @@ class Reinforce:
         weights = standardize(particle_major(returns_to_go(rollout.rewards, dones, self.gamma)))
         obs, actions = particle_major(rollout.obs), particle_major(rollout.actions)
         return score_gradient(
-            self.spec, theta, obs, actions, rollout.activations, weights, self.device
+            self.spec, theta, obs, actions, rollout.activations, weights, self.device, self.shards
         )
 
     def state_dict(self) -> dict:
