@@ -114,7 +114,7 @@ def build_run(cfg: RunConfig) -> Run:
     spec = policy_spec_for(env, cfg)
     params = spec.init_params(layout.policies, torch.Generator().manual_seed(_seed(cfg.seed, 0)))
     shards = ParticleShards(layout.policies, cfg.threads)
-    sampler = Sampler(env, spec, layout.policies, seed=_seed(cfg.seed, 1), shards=shards)
+    sampler = Sampler(env, spec, layout.policies, seed=_seed(cfg.seed, 1))
     if cfg.estimator == "reinforce":
         estimator = Reinforce(spec, cfg.gamma, cfg.device, shards)
     else:

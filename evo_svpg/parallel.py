@@ -1,12 +1,12 @@
 """Particle shards computed in parallel threads.
 
-Every per-particle computation of the hot path (the policy forward while sampling, the analytic
-policy gradient) is independent across particles, and numpy releases the GIL inside matmul and
-large ufuncs. Splitting the particles into contiguous shards and running them in threads thus
-uses several cores with results bit-identical to a single shard, so a run's ``metrics.csv``
-does not depend on the thread count. BLAS itself stays single-threaded (see
+The analytic policy gradient is independent across particles, and numpy releases the GIL
+inside matmul and large ufuncs. Splitting the particles into contiguous shards and running
+them in threads thus uses several cores with results bit-identical to a single shard, so a
+run's ``metrics.csv`` does not depend on the thread count. BLAS itself stays single-threaded (see
 :func:`evo_svpg.engine.set_threads`): its spinning worker threads were 10-20x slower whenever
-another process shared the 2 vCPUs, whereas idle Python threads just wait.
+another process shared the 2 vCPUs, whereas idle Python threads just wait. (The sampler's
+per-step forward is too small for this: shard threads made it slower at 20 envs per particle.)
 """
 
 from __future__ import annotations

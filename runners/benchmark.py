@@ -30,7 +30,6 @@ from evo_svpg.callbacks import Checkpointer, MetricsCSV, Summary, TensorBoardSca
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, set_threads, train
 from evo_svpg.envs import make_batched_env
-from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler
 from evo_svpg.svgd import svgd_direction
@@ -71,11 +70,10 @@ def naive_sampler(spec: PolicySpec, theta: torch.Tensor, transitions: int) -> fl
     return per_particle * len(policies) / (time.perf_counter() - start)
 
 
-def batched_sampler(spec, theta, transitions: int, envs_per_particle: int, repeats: int, threads):
+def batched_sampler(spec, theta, transitions: int, envs_per_particle: int, repeats: int):
     """Median transitions/s of :class:`Sampler` (one warm-up, then ``repeats`` timed runs)."""
     env = make_batched_env("CartPole-v1", N_PARTICLES * envs_per_particle, seed=0)
-    shards = ParticleShards(N_PARTICLES, threads)
-    sampler = Sampler(env, spec, N_PARTICLES, seed=0, shards=shards)
+    sampler = Sampler(env, spec, N_PARTICLES, seed=0)
     steps_per_env = transitions // (N_PARTICLES * envs_per_particle)
     theta_np = theta.numpy()
     sampler.collect(theta_np, steps_per_env)
@@ -135,7 +133,7 @@ def main() -> None:
     parser.add_argument("--full-runs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("results/benchmark"))
     parser.add_argument(
-        "--threads", type=int, default=RunConfig().threads, help="particle-shard threads"
+        "--threads", type=int, default=RunConfig().threads, help="gradient shard threads (c)"
     )
     args = parser.parse_args()
     set_threads(1)
@@ -149,13 +147,12 @@ def main() -> None:
     results["naive_steps_per_s"] = naive
     print(f"  {naive:,.0f} transitions/s")
     for e in (20, 64):
-        for threads in sorted({1, args.threads}):
-            med, lo, hi = batched_sampler(spec, theta, args.transitions, e, args.repeats, threads)
-            results[f"batched_E{e}_threads{threads}_steps_per_s"] = [med, lo, hi]
-            print(
-                f"(b) batched sampler, 16 particles × {e} envs, {threads} thread(s): "
-                f"{med:,.0f} transitions/s [{lo:,.0f} – {hi:,.0f}], {med / naive:,.0f}× naive"
-            )
+        med, lo, hi = batched_sampler(spec, theta, args.transitions, e, args.repeats)
+        results[f"batched_E{e}_steps_per_s"] = [med, lo, hi]
+        print(
+            f"(b) batched sampler, 16 particles × {e} envs: {med:,.0f} transitions/s "
+            f"[{lo:,.0f} – {hi:,.0f}], {med / naive:,.0f}× naive"
+        )
     print("(c) full paper CartPole run (16 × 10,000 × 50, REINFORCE) ...", flush=True)
     walls = full_run(args.full_runs, args.threads)
     results["full_run_seconds"] = walls

@@ -6,12 +6,11 @@ import torch
 
 from evo_svpg.envs import make_batched_env
 from evo_svpg.estimators.pg import particle_major
-from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec, forward_numpy
 from evo_svpg.sampler import Sampler
 
 
-def _sampler(threads: int, n: int = 5, e: int = 3, env_id: str = "CartPole-v1"):
+def _sampler(n: int = 5, e: int = 3, env_id: str = "CartPole-v1"):
     env = make_batched_env(env_id, n * e, seed=None)
     obs_dim = env.single_observation_space.shape[0]
     space = env.single_action_space
@@ -21,13 +20,12 @@ def _sampler(threads: int, n: int = 5, e: int = 3, env_id: str = "CartPole-v1"):
         low, high = tuple(space.low.tolist()), tuple(space.high.tolist())
         spec = PolicySpec(obs_dim, space.shape[0], False, (8, 6), "tanh", low, high)
     theta = spec.init_params(n, torch.Generator().manual_seed(0)).numpy()
-    return Sampler(env, spec, n, seed=1, shards=ParticleShards(n, threads)), spec, theta
+    return Sampler(env, spec, n, seed=1), spec, theta
 
 
-@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1"])
-def test_recorded_activations_are_every_particles_forward_pass(threads, env_id):
-    sampler, spec, theta = _sampler(threads, env_id=env_id)
+def test_recorded_activations_are_every_particles_forward_pass(env_id):
+    sampler, spec, theta = _sampler(env_id=env_id)
     rollout = sampler.collect(theta, 40)
     obs = particle_major(rollout.obs)
     out = [np.empty((5, 120, w), dtype=np.float32) for _, w in spec.layer_sizes]
@@ -36,22 +34,10 @@ def test_recorded_activations_are_every_particles_forward_pass(threads, env_id):
         np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
 
 
-def test_rollouts_do_not_depend_on_the_number_of_shards():
-    rollouts = []
-    for threads in (1, 2, 4):
-        sampler, _, theta = _sampler(threads)
-        rollouts.append([sampler.collect(theta, 60) for _ in range(2)][-1])
-    for other in rollouts[1:]:
-        np.testing.assert_array_equal(other.actions, rollouts[0].actions)
-        np.testing.assert_array_equal(other.rewards, rollouts[0].rewards)
-        for a, b in zip(other.activations, rollouts[0].activations, strict=True):
-            np.testing.assert_array_equal(a, b)
-
-
 def test_an_episode_cut_at_the_boundary_continues_and_is_reported_where_it_ends():
     """Pendulum always truncates at 200 steps: with 150 steps per iteration, no episode ends in
     the first iteration and every env ends exactly one, of length 200, in the second."""
-    sampler, _, theta = _sampler(2, n=3, e=2, env_id="Pendulum-v1")
+    sampler, _, theta = _sampler(n=3, e=2, env_id="Pendulum-v1")
     first = sampler.collect(theta, 150)
     assert all(v.size == 0 for v in first.episode_returns)
     assert first.truncated[-1].all()  # the cut is a truncation for the estimators
