@@ -105,7 +105,7 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
     return cfg, out, False
 
 
-def _describe(run, out: Path) -> dict:
+def _describe(run) -> dict:
     return {
         "config": run.config.to_dict(),
         "resolved": {
@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"resuming {out} after iteration {run.state.iteration}")
         else:
             print(f"no checkpoint in {out} yet: starting it from iteration 0")
-    (out / "config.json").write_text(json.dumps(_describe(run, out), indent=2) + "\n")
+    (out / "config.json").write_text(json.dumps(_describe(run), indent=2) + "\n")
     callbacks = [
         MetricsCSV(out), TensorBoardScalars(out), Checkpointer(out, cfg.checkpoint_every),
         Summary(out), Progress(),
