@@ -43,15 +43,18 @@ def atomic_write_bytes(path: Path, write) -> None:
     os.replace(tmp, path)
 
 
-class MetricsCSV(Callback):
-    """``metrics.csv``: one row per particle per iteration, flushed every iteration.
+class _ResumableCSV(Callback):
+    """A CSV flushed every iteration whose first column is the iteration.
 
     On resume, rows after the checkpoint's iteration (written before the run was killed) are
     dropped, so the finished file equals an uninterrupted run's.
     """
 
+    name = ""
+    columns: tuple[str, ...] = ()
+
     def __init__(self, out: Path) -> None:
-        self.path = out / "metrics.csv"
+        self.path = out / self.name
 
     def on_start(self, run: Run) -> None:
         done = run.state.iteration
@@ -62,28 +65,56 @@ class MetricsCSV(Callback):
             kept = [row for row in kept if int(row[0]) <= done]
         self.fh = open(self.path, "w", newline="")  # noqa: SIM115 (kept open for the run)
         self.writer = csv.writer(self.fh)
-        self.writer.writerow(METRIC_COLUMNS)
+        self.writer.writerow(self.columns)
         self.writer.writerows(kept)
         self.fh.flush()
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
-        h = record.scalars.get("bandwidth", float("nan"))
-        for i in range(record.return_mean.size):
-            self.writer.writerow(
-                [
-                    record.iteration, i, _num(record.return_mean[i]), _num(record.return_min[i]),
-                    _num(record.return_max[i]), int(record.episodes[i]),
-                    _num(record.episode_length_mean[i]), _num(record.grad_norm[i]), _num(h),
-                    record.env_steps,
-                ]
-            )  # fmt: skip
+        self.writer.writerows(self.rows(record))
         self.fh.flush()
+
+    def rows(self, record: IterationRecord) -> list[list]:
+        raise NotImplementedError
 
     def on_end(self, run: Run) -> None:
         self.fh.close()
 
     def on_interrupt(self, run: Run, exc: BaseException) -> None:
         self.fh.close()
+
+
+class MetricsCSV(_ResumableCSV):
+    """``metrics.csv``: one row per particle per iteration (:data:`METRIC_COLUMNS`)."""
+
+    name, columns = "metrics.csv", METRIC_COLUMNS
+
+    def rows(self, record: IterationRecord) -> list[list]:
+        h = record.scalars.get("bandwidth", float("nan"))
+        return [
+            [
+                record.iteration, i, _num(record.return_mean[i]), _num(record.return_min[i]),
+                _num(record.return_max[i]), int(record.episodes[i]),
+                _num(record.episode_length_mean[i]), _num(record.grad_norm[i]), _num(h),
+                record.env_steps,
+            ]
+            for i in range(record.return_mean.size)
+        ]  # fmt: skip
+
+
+class ScalarsCSV(_ResumableCSV):
+    """``scalars.csv``: every per-iteration diagnostic of the operators, one row each.
+
+    Long format (``iteration, env_steps, name, value``) because modes log different names
+    (``cem_std_mean``, ``erl_champion``, ``erl_rl_elite_rate``, ...; README "Outputs").
+    """
+
+    name, columns = "scalars.csv", ("iteration", "env_steps", "name", "value")
+
+    def rows(self, record: IterationRecord) -> list[list]:
+        return [
+            [record.iteration, record.env_steps, name, _num(value)]
+            for name, value in sorted(record.scalars.items())
+        ]
 
 
 def _num(x: float) -> str:
@@ -106,8 +137,8 @@ class TensorBoardScalars(Callback):
         self.writer.add_scalar("return/best_particle", record.best_return, step)
         self.writer.add_scalar("return/mean_particle", record.mean_return, step)
         self.writer.add_scalar("perf/env_steps", record.env_steps, step)
-        steps = run.layout.policies * run.layout.steps_per_policy
-        self.writer.add_scalar("perf/env_steps_per_s", steps / record.seconds, step)
+        steps_per_s = record.iteration_env_steps / record.seconds
+        self.writer.add_scalar("perf/env_steps_per_s", steps_per_s, step)
         for name, value in record.scalars.items():
             self.writer.add_scalar(f"diag/{name}", value, step)
         self.writer.flush()
@@ -168,20 +199,22 @@ class Progress(Callback):
                 TextColumn("{task.fields[info]}"),
             )  # fmt: skip
             self.bar.start()
-            self.task = self.bar.add_task(
-                "train", total=run.config.iterations, completed=self.first, info=""
-            )
+            total, done = _progress(run, run.state.iteration, run.state.env_steps)
+            self.task = self.bar.add_task("train", total=total, completed=done, info="")
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
-        steps = run.layout.policies * run.layout.steps_per_policy
+        rate = record.iteration_env_steps / record.seconds / 1e6
         info = (
-            f"env steps {record.env_steps:,} | {steps / record.seconds / 1e6:.2f}M steps/s | "
+            f"env steps {record.env_steps:,} | {rate:.2f}M steps/s | "
             f"best {record.best_return:.1f} | mean {record.mean_return:.1f}"
         )
         if self.bar is not None:
-            self.bar.update(self.task, completed=record.iteration, info=info)
+            _, done = _progress(run, record.iteration, record.env_steps)
+            self.bar.update(self.task, completed=done, info=info)
         else:
-            print(f"iter {record.iteration}/{run.config.iterations} | {info}", file=self.stream)
+            budget = f" (budget {run.config.budget:,})" if run.config.budget else ""
+            line = f"iter {record.iteration}/{run.config.iterations}{budget} | {info}"
+            print(line, file=self.stream)
 
     def _stop(self) -> None:
         if self.bar is not None:
@@ -192,6 +225,13 @@ class Progress(Callback):
 
     def on_interrupt(self, run: Run, exc: BaseException) -> None:
         self._stop()
+
+
+def _progress(run: Run, iteration: int, env_steps: int) -> tuple[int, int]:
+    """``(total, completed)`` in env steps under a budget, in iterations otherwise."""
+    if run.config.budget:
+        return run.config.budget, min(env_steps, run.config.budget)
+    return run.config.iterations, iteration
 
 
 class Summary(Callback):

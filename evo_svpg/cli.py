@@ -21,17 +21,18 @@ from evo_svpg.callbacks import (
     Checkpointer,
     MetricsCSV,
     Progress,
+    ScalarsCSV,
     Summary,
     TensorBoardScalars,
 )
 from evo_svpg.config import RunConfig, field_docs, load_toml
 from evo_svpg.engine import build_run, load_run_state, train
 from evo_svpg.estimators import ESTIMATORS
-from evo_svpg.modes import MODES
+from evo_svpg.modes import MODES, operator_names
 from evo_svpg.policy import ACTIVATIONS
 from evo_svpg.sampler import NonFiniteError
 
-RESUME_OVERRIDABLE = ("iterations", "device", "threads", "checkpoint_every")
+RESUME_OVERRIDABLE = ("iterations", "budget", "device", "threads", "checkpoint_every")
 CHOICES = {"mode": tuple(MODES), "estimator": ESTIMATORS, "activation": ACTIVATIONS}
 
 
@@ -137,14 +138,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         else:
             print(f"no checkpoint in {out} yet: starting it from iteration 0")
     (out / "config.json").write_text(json.dumps(_describe(run), indent=2) + "\n")
+    checkpointer = Checkpointer(out, cfg.checkpoint_every)
     callbacks = [
-        MetricsCSV(out), TensorBoardScalars(out), Checkpointer(out, cfg.checkpoint_every),
-        Summary(out), Progress(),
+        MetricsCSV(out), ScalarsCSV(out), TensorBoardScalars(out), checkpointer, Summary(out),
+        Progress(),
     ]  # fmt: skip
     try:
         train(run, callbacks)
     except KeyboardInterrupt:
-        done = callbacks[2].saved_iteration
+        done = checkpointer.saved_iteration
         print(f"\ninterrupted; saved after iteration {done}; continue: evo-svpg run --resume {out}")
         return 130
     except NonFiniteError as exc:
@@ -157,7 +159,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary['final_mean_particle_return']:.1f}, "
         f"{summary['training_seconds_this_session']:.1f} s"
     )
-    print(f"results in {out}/ (metrics.csv, config.json, summary.json, tensorboard/, {CHECKPOINT})")
+    print(
+        f"results in {out}/ (metrics.csv, scalars.csv, config.json, summary.json, "
+        f"tensorboard/, {CHECKPOINT})"
+    )
     print(f"plot them: evo-svpg plot {out}")
     return 0
 
@@ -173,8 +178,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_modes(args: argparse.Namespace) -> int:
     for name, mode in MODES.items():
-        ops = " -> ".join(type(op).__name__ for op in mode.build(RunConfig()))
-        print(f"{name:14s} {mode.description}\n{'':14s} [{ops}]")
+        print(f"{name:18s} {mode.description}\n{'':18s} [{operator_names(name)}]")
     return 0
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from evo_svpg.estimators import ESTIMATORS
 from evo_svpg.policy import ACTIVATIONS
 from evo_svpg.svgd import BANDWIDTH_CONVENTIONS
@@ -50,11 +52,33 @@ class RunConfig:
     device: str = _doc("torch device for the gradient computation", "cpu")
     checkpoint_every: int = _doc("iterations between checkpoints (and at the end)", 5)
     threads: int = _doc("particle shards computed in parallel threads (results don't change)", 2)
+    budget: int = _doc("stop once this many env steps are spent (0: `iterations` alone)", 0)
+    # -- evolutionary extensions (README "Modes"); sources of the defaults in the docs ---------
+    eval_episodes: int = _doc("fresh episodes per evaluated candidate (CEM-RL, ERL: 1)", 1)
+    cem_candidates: int = _doc("K sampled candidates per particle, cem/cmaes (even)", 8)
+    cem_elites: int = _doc("elites among the K+1 evaluated (CEM-RL: half the population)", 4)
+    cem_init_var: float = _doc("initial per-parameter variance (CEM-RL sigma_init)", 1e-3)
+    cem_floor: float = _doc("initial variance floor; ×0.95 toward cem_floor_limit (CEM-RL)", 1e-3)
+    cem_floor_limit: float = _doc("limit of the decaying variance floor (CEM-RL)", 1e-5)
+    cmaes_sigma0: float = _doc("initial CMA-ES step size (√ of cem_init_var by default)", 0.0316)
+    select_every: int = _doc("iterations between selections (select)", 10)
+    select_fraction: float = _doc("worst fraction replaced at each selection (select)", 0.25)
+    select_tournament: int = _doc("tournament size among the survivors (select; ERL: 3)", 3)
+    select_mutation_std: float = _doc("std of the Gaussian mutation of copies (select)", 0.005)
+    evolution_every: int = _doc("iterations between replacements (original SVPG code: 20)", 20)
+    evolution_fraction: float = _doc("bottom fraction overwritten (original SVPG code: 0.25)", 0.25)
+    evolution_noise: float = _doc("c in copy + c·(U[0,1) − 0.5) (original SVPG code: 0.01)", 0.01)
+    erl_population: int = _doc("actors of the evolutionary population (ERL: 10)", 10)
+    erl_elite_fraction: float = _doc("elite fraction of that population (ERL: 0.1-0.3)", 0.2)
+    erl_tournament: int = _doc("tournament size of ERL's selection (ERL: 3)", 3)
+    erl_sync_every: int = _doc("iterations between copies of particles into it (ERL: 1-10)", 5)
+    erl_migrants: int = _doc("best SVPG particles copied over its worst members per sync", 2)
 
     def __post_init__(self) -> None:
         from evo_svpg.modes import MODES  # modes import operators, which import this module
 
         _choice("mode", self.mode, tuple(MODES))
+        MODES[self.mode].validate(self)
         _choice("estimator", self.estimator, ESTIMATORS)
         _choice("activation", self.activation, ACTIVATIONS)
         for name in ("particles", "iterations", "steps_per_particle", "envs_per_particle"):
@@ -62,6 +86,7 @@ class RunConfig:
         _positive_int("checkpoint_every", self.checkpoint_every)
         _positive_int("critic_epochs", self.critic_epochs)
         _positive_int("threads", self.threads)
+        self._validate_extensions()
         if self.steps_per_particle % self.envs_per_particle:
             raise ValueError(
                 f"steps_per_particle={self.steps_per_particle} must be a multiple of "
@@ -90,6 +115,49 @@ class RunConfig:
         if not isinstance(self.device, str) or not self.device:
             raise ValueError(f"device={self.device!r} must be a torch device name such as 'cpu'")
 
+    def _validate_extensions(self) -> None:
+        if isinstance(self.budget, bool) or not isinstance(self.budget, int) or self.budget < 0:
+            raise ValueError(f"budget={self.budget!r} must be an integer >= 0 (0: no budget)")
+        for name in (
+            "eval_episodes", "cem_elites", "select_every", "select_tournament",
+            "evolution_every", "erl_population", "erl_tournament", "erl_sync_every",
+            "erl_migrants",
+        ):  # fmt: skip
+            _positive_int(name, getattr(self, name))
+        _positive_int("cem_candidates", self.cem_candidates)
+        if self.cem_candidates % 2:
+            raise ValueError(
+                f"cem_candidates={self.cem_candidates} must be even (mirrored sampling draws "
+                "candidates in ± pairs)"
+            )
+        if self.cem_elites > self.cem_candidates + 1:
+            raise ValueError(
+                f"cem_elites={self.cem_elites} must be <= cem_candidates + 1 = "
+                f"{self.cem_candidates + 1} (the candidates plus the particle itself)"
+            )
+        for name in ("cem_init_var", "cem_floor", "cmaes_sigma0", "select_mutation_std"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value < math.inf:
+                raise ValueError(f"{name}={value!r} must be a finite number > 0")
+        for name in ("cem_floor_limit", "evolution_noise"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value < math.inf:
+                raise ValueError(f"{name}={value!r} must be a finite number >= 0")
+        for name in ("select_fraction", "evolution_fraction", "erl_elite_fraction"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 < value < 1:
+                raise ValueError(f"{name}={value!r} must be a number in (0, 1)")
+        elites = erl_elites(self)
+        if self.erl_migrants > self.erl_population - elites:
+            raise ValueError(
+                f"erl_migrants={self.erl_migrants} must be <= erl_population - elites = "
+                f"{self.erl_population - elites} (migrants never overwrite the elites)"
+            )
+
+    def subseed(self, stream: int) -> int:
+        """Independent seed of random stream ``stream`` (sampler, evaluator, CEM, ...)."""
+        return int(np.random.SeedSequence([self.seed, stream]).generate_state(1)[0])
+
     @property
     def steps_per_env(self) -> int:
         return self.steps_per_particle // self.envs_per_particle
@@ -116,6 +184,21 @@ class RunConfig:
     @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
         return cls.from_dict(load_toml(path), source=str(path))
+
+
+def erl_elites(cfg: RunConfig) -> int:
+    """Elites of ERL's population: ``int(fraction · size)``, at least 1 (as in ERL's code)."""
+    return max(1, int(cfg.erl_elite_fraction * cfg.erl_population))
+
+
+def replaces_at_least_one(cfg: RunConfig, name: str) -> None:
+    """Selection of ``int(fraction · particles)`` particles must select someone."""
+    value = getattr(cfg, name)
+    if int(value * cfg.particles) < 1:
+        raise ValueError(
+            f"{name}={value!r} replaces int({value!r} × particles={cfg.particles}) = 0 "
+            f"particles; use at least {1 / cfg.particles:.3g} or more particles"
+        )
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:

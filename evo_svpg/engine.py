@@ -17,8 +17,9 @@ import torch
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.estimators import A2C, Reinforce
+from evo_svpg.evaluation import Evaluator
 from evo_svpg.modes import MODES, Layout
-from evo_svpg.operators import Context, Operator, PopulationState
+from evo_svpg.operators import Context, Operator, ParticleStateHolder, PopulationState
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler
@@ -38,6 +39,7 @@ class IterationRecord:
     grad_norm: np.ndarray
     scalars: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the iteration (not written to metrics.csv)
+    iteration_env_steps: int = 0  # env steps of this iteration alone (rollouts + evaluations)
 
     @property
     def best_return(self) -> float:
@@ -99,11 +101,6 @@ def set_threads(threads: int = 1) -> None:
     torch.set_num_threads(threads)
 
 
-def _seed(seed: int, stream: int) -> int:
-    """Independent sub-seeds of the run seed for each random stream."""
-    return int(np.random.SeedSequence([seed, stream]).generate_state(1)[0])
-
-
 def build_run(cfg: RunConfig) -> Run:
     """Envs, policies, estimator and operators of ``cfg``, at iteration 0."""
     _check_device(cfg.device)
@@ -112,19 +109,20 @@ def build_run(cfg: RunConfig) -> Run:
     layout = mode.layout(cfg)
     env = make_batched_env(cfg.env, layout.policies * layout.envs_per_policy, seed=None)
     spec = policy_spec_for(env, cfg)
-    params = spec.init_params(layout.policies, torch.Generator().manual_seed(_seed(cfg.seed, 0)))
+    params = spec.init_params(layout.policies, torch.Generator().manual_seed(cfg.subseed(0)))
     shards = ParticleShards(layout.policies, cfg.threads)
-    sampler = Sampler(env, spec, layout.policies, seed=_seed(cfg.seed, 1))
+    sampler = Sampler(env, spec, layout.policies, seed=cfg.subseed(1))
     if cfg.estimator == "reinforce":
         estimator = Reinforce(spec, cfg.gamma, cfg.device, shards)
     else:
         estimator = A2C(
-            spec, layout.policies, _seed(cfg.seed, 2), cfg.gamma, cfg.gae_lambda,
+            spec, layout.policies, cfg.subseed(2), cfg.gamma, cfg.gae_lambda,
             cfg.critic_hidden_sizes, cfg.critic_lr, cfg.critic_epochs, cfg.device, shards,
         )  # fmt: skip
     steps_per_env = layout.steps_per_policy // layout.envs_per_policy
-    ctx = Context(spec, sampler, estimator, steps_per_env)
-    return Run(cfg, layout, spec, env, ctx, mode.build(cfg), PopulationState(params))
+    evaluator = Evaluator(cfg.env, spec, cfg.eval_episodes, cfg.subseed(3))
+    ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
+    return Run(cfg, layout, spec, env, ctx, mode.build(cfg, spec), PopulationState(params))
 
 
 def run_state_dict(run: Run) -> dict:
@@ -138,6 +136,7 @@ def run_state_dict(run: Run) -> dict:
             "operators": [op.state_dict() for op in run.operators],
             "estimator": run.ctx.estimator.state_dict(),
             "sampler": run.ctx.sampler.state_dict(),
+            "evaluator": run.ctx.evaluator.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
     )
@@ -151,10 +150,11 @@ def load_run_state(run: Run, payload: dict) -> None:
         op.load_state_dict(op_state)
     run.ctx.estimator.load_state_dict(payload["estimator"])
     run.ctx.sampler.load_state_dict(payload["sampler"])
+    run.ctx.evaluator.load_state_dict(payload["evaluator"])
     torch.set_rng_state(payload["torch_rng"])
 
 
-def _record(state: PopulationState, seconds: float) -> IterationRecord:
+def _record(state: PopulationState, seconds: float, steps_before: int) -> IterationRecord:
     rollout = state.rollout
     n = rollout.n_particles
 
@@ -174,11 +174,30 @@ def _record(state: PopulationState, seconds: float) -> IterationRecord:
         grad_norm=grad_norm.astype(np.float64),
         scalars=dict(state.scalars),
         seconds=seconds,
+        iteration_env_steps=state.env_steps - steps_before,
     )
 
 
+def finished(run: Run) -> bool:
+    """``iterations`` done, or the env-step ``budget`` (if any) spent."""
+    cfg, state = run.config, run.state
+    return state.iteration >= cfg.iterations or 0 < cfg.budget <= state.env_steps
+
+
+def _apply(run: Run, state: PopulationState) -> PopulationState:
+    """One iteration: every operator in order; clones made by selection inherit particle state."""
+    for op in run.operators:
+        state = op(state, run.ctx)
+        if state.parents is not None:
+            for holder in (*run.operators, run.ctx.estimator):
+                if isinstance(holder, ParticleStateHolder):
+                    holder.reindex(state.parents)
+            state.parents = None
+    return state
+
+
 def train(run: Run, callbacks: list | tuple = ()) -> Run:
-    """Run iterations until ``config.iterations``; callbacks see every completed iteration.
+    """Run iterations until :func:`finished`; callbacks see every completed iteration.
 
     On any exception (Ctrl-C, a non-finite gradient) callbacks get ``on_interrupt`` and the
     exception propagates; the state of a half-done iteration is never reported as completed.
@@ -186,14 +205,14 @@ def train(run: Run, callbacks: list | tuple = ()) -> Run:
     for cb in callbacks:
         cb.on_start(run)
     try:
-        while run.state.iteration < run.config.iterations:
+        while not finished(run):
             start = time.perf_counter()
             state = run.state
             state.scalars = {}
-            for op in run.operators:
-                state = op(state, run.ctx)
+            steps_before = state.env_steps
+            state = _apply(run, state)
             state.iteration += 1
-            record = _record(state, time.perf_counter() - start)
+            record = _record(state, time.perf_counter() - start, steps_before)
             state.rollout = None  # free the buffers before the callbacks run
             for cb in callbacks:
                 cb.on_iteration(run, record)

@@ -8,14 +8,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from evo_svpg.config import erl_elites, replaces_at_least_one
 from evo_svpg.operators import (
     AdamAscent,
     CollectRollouts,
+    Every,
     Operator,
     OwnGradient,
     PolicyGradient,
     SteinDirection,
 )
+from evo_svpg.operators.erl import ERLPopulation
+from evo_svpg.operators.selection import BottomOverwrite, TournamentReplacement
+from evo_svpg.operators.variation import CEMAroundParticles, CMAESAroundParticles
+
+# Random streams of the run seed (RunConfig.subseed): 0 params, 1 sampler, 2 critic,
+# 3 evaluator, 10+ operators.
 
 
 @dataclass(frozen=True)
@@ -46,23 +54,106 @@ def _svpg(cfg) -> list[Operator]:
     ]
 
 
-def _independent(cfg) -> list[Operator]:
+def _pure(cfg, spec) -> list[Operator]:
+    return _svpg(cfg)
+
+
+def _independent(cfg, spec) -> list[Operator]:
     return [CollectRollouts(), PolicyGradient(), OwnGradient(), AdamAscent(cfg.lr)]
+
+
+def _cem(cfg, spec) -> list[Operator]:
+    cem = CEMAroundParticles(
+        cfg.cem_candidates, cfg.cem_elites, cfg.cem_init_var, cfg.cem_floor,
+        cfg.cem_floor_limit, cfg.subseed(10),
+    )  # fmt: skip
+    return [*_svpg(cfg), cem]
+
+
+def _cmaes(cfg, spec) -> list[Operator]:
+    return [
+        *_svpg(cfg),
+        CMAESAroundParticles(cfg.cem_candidates, cfg.cmaes_sigma0, cfg.subseed(11)),
+    ]
+
+
+def _select(cfg, spec) -> list[Operator]:
+    select = TournamentReplacement(
+        cfg.select_fraction, cfg.select_tournament, cfg.select_mutation_std, cfg.subseed(12)
+    )
+    return [*_svpg(cfg), Every(cfg.select_every, select)]
+
+
+def _evolution(cfg, spec) -> list[Operator]:
+    overwrite = BottomOverwrite(cfg.evolution_fraction, cfg.evolution_noise, cfg.subseed(13))
+    return [*_svpg(cfg), Every(cfg.evolution_every, overwrite)]
+
+
+def _erl(cfg, spec) -> list[Operator]:
+    population = ERLPopulation(
+        spec, cfg.erl_population, erl_elites(cfg), cfg.erl_tournament, cfg.erl_sync_every,
+        cfg.erl_migrants, cfg.subseed(14),
+    )  # fmt: skip
+    return [*_svpg(cfg), population]
 
 
 @dataclass(frozen=True)
 class Mode:
+    """``build(cfg, spec)`` returns the operators run once per iteration, in order."""
+
     description: str
     build: Callable[..., list[Operator]]
     layout: Callable[..., Layout] = _as_configured
+    validate: Callable[..., None] = lambda cfg: None  # checks of this mode's own settings
 
 
 MODES: dict[str, Mode] = {
-    "pure": Mode("exact SVPG (seed eq. 6): kernel-smoothed ∇J/α plus repulsion, Adam", _svpg),
+    "pure": Mode("exact SVPG (seed eq. 6): kernel-smoothed ∇J/α plus repulsion, Adam", _pure),
     "independent": Mode("n independent policy-gradient workers, no kernel", _independent),
     "joint": Mode(
         "one worker with the whole budget (n × steps per iteration)",
         _independent,
         _one_worker_whole_budget,
     ),
+    "cem-per-particle": Mode(
+        "SVPG, then one sep-CEM per particle: the stepped particle and K mirrored samples "
+        "around it are evaluated, the particle moves to the elites' weighted mean",
+        _cem,
+    ),
+    "cmaes-per-particle": Mode(
+        "SVPG, then one separable CMA-ES per particle (pycma ask/tell, the stepped particle "
+        "injected): the particle becomes the CMA-ES mean",
+        _cmaes,
+    ),
+    "select": Mode(
+        "SVPG; every select_every iterations the worst fraction become mutated copies of "
+        "DEAP tournament winners",
+        _select,
+        validate=lambda cfg: replaces_at_least_one(cfg, "select_fraction"),
+    ),
+    "evolution": Mode(
+        "SVPG; every 20 iterations the bottom 25% become copies of random survivors + "
+        "0.01·(U[0,1)−0.5) (the original code's unreleased option)",
+        _evolution,
+        validate=lambda cfg: replaces_at_least_one(cfg, "evolution_fraction"),
+    ),
+    "erl": Mode(
+        "SVPG beside an ERL population (10 actors: elitism, tournaments, crossover, "
+        "mutation); the best particles migrate into it every erl_sync_every iterations",
+        _erl,
+    ),
 }
+
+
+def operator_names(mode: str) -> str:
+    """``"CollectRollouts → ... → Every(10, TournamentReplacement)"``: a mode's operators."""
+    from evo_svpg.config import RunConfig
+    from evo_svpg.policy import PolicySpec
+
+    def name(op) -> str:
+        if isinstance(op, Every):
+            return f"Every({op.period}, {name(op.op)})"
+        return type(op).__name__
+
+    ops = MODES[mode].build(RunConfig(mode=mode), PolicySpec(4, 2, True))
+    return " → ".join(name(op) for op in ops)

@@ -160,10 +160,22 @@ def sample_actions(
     Returns ``[n, E]`` int64 or ``[n, E, act_dim]`` float32 (unclipped: the buffer keeps what
     the policy sampled, the env receives the clipped action).
     """
+    return actions_from_noise(spec, out, log_std, action_noise(spec, out.shape, rng))
+
+
+def action_noise(spec: PolicySpec, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """The random part of :func:`sample_actions`: Gumbel or standard normal noise of ``shape``."""
     if spec.discrete:
         # Gumbel noise −log(Exp(1)); an exponential draw of exactly 0 gives +inf: that action.
         with np.errstate(divide="ignore"):
-            gumbel = -np.log(rng.standard_exponential(out.shape, dtype=np.float32))
-        return np.argmax(out + gumbel, axis=-1)
-    noise = rng.standard_normal(out.shape, dtype=np.float32)
+            return -np.log(rng.standard_exponential(shape, dtype=np.float32))
+    return rng.standard_normal(shape, dtype=np.float32)
+
+
+def actions_from_noise(
+    spec: PolicySpec, out: np.ndarray, log_std: np.ndarray | None, noise: np.ndarray
+) -> np.ndarray:
+    """Actions for ``out [n, E, act_dim]`` given :func:`action_noise` of the same shape."""
+    if spec.discrete:
+        return np.argmax(out + noise, axis=-1)
     return out + np.exp(log_std)[:, None, :] * noise

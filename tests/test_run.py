@@ -18,13 +18,19 @@ from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV
 from evo_svpg.cli import main
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, train
-from evo_svpg.modes import MODES
+from evo_svpg.modes import MODES, operator_names
 from evo_svpg.plot import load_curves
 from evo_svpg.sampler import NonFiniteError
 
 TINY = [
     "--particles", "3", "--steps-per-particle", "200", "--envs-per-particle", "4",
     "--hidden-sizes", "16,16", "--iterations", "4", "--seed", "7",
+]  # fmt: skip
+# Settings of the evolutionary modes that act within TINY's 4 iterations of 3 particles.
+TINY_EXTENSIONS = [
+    "--select-every", "2", "--select-fraction", "0.34", "--evolution-every", "2",
+    "--evolution-fraction", "0.34", "--erl-sync-every", "1", "--erl-population", "5",
+    "--cem-candidates", "4", "--cem-elites", "2",
 ]  # fmt: skip
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,22 +44,77 @@ def _run(*args: str) -> int:
     return main(["run", *args])
 
 
+class CountingEnv:
+    """Counts, at the env boundary, the transitions a run really uses.
+
+    ``first_episode_only``: only transitions of each slot's first episode after a ``reset``
+    count (what an evaluator of fresh episodes uses); otherwise every transition counts (the
+    sampler uses every step of its never-reset envs).
+    """
+
+    def __init__(self, env, first_episode_only: bool, counter: list[int]) -> None:
+        self.env, self.first_only, self.counter = env, first_episode_only, counter
+        self.running = np.ones(env.num_envs, dtype=bool)
+
+    def __getattr__(self, name):
+        return getattr(self.env, name)
+
+    def reset(self, seed=None):
+        self.running[:] = True
+        return self.env.reset(seed=seed)
+
+    def step(self, actions):
+        res = self.env.step(actions)
+        self.counter[0] += int(self.running.sum()) if self.first_only else self.env.num_envs
+        if self.first_only:
+            self.running &= ~(res.terminated | res.truncated)
+        return res
+
+
 @pytest.mark.parametrize("mode", sorted(MODES))
-def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_path):
+def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_path, monkeypatch):
+    import evo_svpg.engine
+    import evo_svpg.evaluation
+
+    used = [0]
+    for module, first_only in ((evo_svpg.engine, False), (evo_svpg.evaluation, True)):
+        make = module.make_batched_env
+        monkeypatch.setattr(
+            module,
+            "make_batched_env",
+            lambda *a, make=make, first_only=first_only, **k: CountingEnv(
+                make(*a, **k), first_only, used
+            ),
+        )
     out = tmp_path / mode
-    assert _run("--mode", mode, *TINY, "--out", str(out)) == 0
+    assert _run("--mode", mode, *TINY, *TINY_EXTENSIONS, "--out", str(out)) == 0
     rows = _rows(out)
     policies = 1 if mode == "joint" else 3
     assert len(rows) == 4 * policies
-    for row in rows:
-        # every policy takes 200 steps per iteration per particle-equivalent of budget: 3 × 200
-        assert int(row["env_steps"]) == int(row["iteration"]) * 3 * 200
+    steps = [int(r["env_steps"]) for r in rows]
+    # Every transition taken by the sampler and every evaluated candidate's episode is counted.
+    assert steps[-1] == used[0]
+    for row in rows:  # the rollouts alone are 3 policies' worth × 200 steps per iteration
+        assert int(row["env_steps"]) >= int(row["iteration"]) * 3 * 200
+    uses_evaluation = mode in ("cem-per-particle", "cmaes-per-particle", "erl")
+    assert (steps[-1] > 4 * 3 * 200) == uses_evaluation
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["mode"] == mode
     assert config["resolved"]["policies"] == policies
     assert (out / "checkpoint.pt").exists()
     assert (out / "summary.json").exists()
     assert any((out / "tensorboard").iterdir())
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_resumes_to_the_same_metrics_and_diagnostics(mode, tmp_path):
+    args = ["--mode", mode, *TINY, *TINY_EXTENSIONS, "--estimator", "a2c"]
+    assert _run(*args, "--out", str(tmp_path / "full")) == 0
+    part = tmp_path / "part"
+    assert _run(*args, "--iterations", "3", "--out", str(part)) == 0
+    assert _run("--resume", str(part), "--iterations", "4") == 0
+    for name in ("metrics.csv", "scalars.csv"):
+        assert (part / name).read_text() == (tmp_path / "full" / name).read_text(), name
 
 
 def test_same_seed_same_metrics_whatever_the_threads_and_another_seed_differs(tmp_path):
@@ -256,7 +317,10 @@ def test_readme_mode_table_lists_exactly_the_registered_modes():
     readme = (ROOT / "README.md").read_text()
     start = readme.index("| mode | what it is | operators |")
     table = readme[start : readme.index("\n\n", start)]
-    assert re.findall(r"^\| `([a-z-]+)` \|", table, flags=re.M) == list(MODES)
+    rows = re.findall(r"^\| `([a-z-]+)` \|.*\| ([^|]+) \|$", table, flags=re.M)
+    assert [name for name, _ in rows] == list(MODES)
+    for name, operators in rows:  # the operators column is what the registry builds
+        assert operators == operator_names(name), name
 
 
 def test_ci_installs_exactly_as_the_readme_says():

@@ -119,6 +119,17 @@ class A2C:
                 loss.backward()
                 self.optimizer.step()
 
+    @torch.no_grad()
+    def reindex(self, parents: Tensor) -> None:
+        """A cloned particle inherits its parent's critic, its Adam moments and normaliser."""
+        idx = parents.to(self.device)
+        self.critic.copy_(self.critic[idx])
+        for moments in self.optimizer.state.values():
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in moments:
+                    moments[key].copy_(moments[key][idx])
+        self.target_mean, self.target_std = self.target_mean[idx], self.target_std[idx]
+
     def state_dict(self) -> dict:
         return {
             "critic": self.critic.detach().cpu().clone(),

@@ -1,81 +1,31 @@
-"""Operators: the steps an iteration is composed of, ``op(state, ctx) -> state``.
-
-A mode (see :mod:`evo_svpg.modes`) is a sequence of operators; the engine runs that sequence once
-per iteration. Operators that keep state across iterations (Adam moments) expose
-``state_dict``/``load_state_dict`` so checkpoints capture them.
-"""
+"""Gradient operators: sample, estimate ∇J, form the SVPG (or independent) direction, ascend."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from evo_svpg.policy import PolicySpec
-from evo_svpg.sampler import NonFiniteError, Rollout, Sampler
+from evo_svpg.operators.base import Context, PopulationState, Stateless, require_finite
 from evo_svpg.svgd import svgd_direction, svpg_direction_and_bandwidth
 
 
-class Estimator(Protocol):
-    def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor: ...
-    def state_dict(self) -> dict: ...
-    def load_state_dict(self, state: dict) -> None: ...
-
-
-@dataclass
-class PopulationState:
-    """What flows through an iteration. ``params`` is shared with the numpy sampler."""
-
-    params: Tensor  # [n, d] float32 on CPU
-    iteration: int = 0  # completed iterations
-    env_steps: int = 0  # env steps of the whole run so far
-    rollout: Rollout | None = None  # this iteration's transitions
-    grads: Tensor | None = None  # [n, d] ∇J estimates at params
-    direction: Tensor | None = None  # [n, d] ascent direction handed to the optimiser
-    scalars: dict[str, float] = field(default_factory=dict)  # per-iteration diagnostics
-
-
-@dataclass
-class Context:
-    """What operators may use besides the state."""
-
-    spec: PolicySpec
-    sampler: Sampler
-    estimator: Estimator
-    steps_per_env: int
-
-
-class Operator(Protocol):
-    def __call__(self, state: PopulationState, ctx: Context) -> PopulationState: ...
-
-
-class Stateless:
-    """Mixin for operators with nothing to checkpoint."""
-
-    def state_dict(self) -> dict:
-        return {}
-
-    def load_state_dict(self, state: dict) -> None:
-        pass
-
-
-def _require_finite(x: Tensor, what: str, state: PopulationState) -> None:
-    if not torch.isfinite(x).all():
-        raise NonFiniteError(
-            f"non-finite {what} at iteration {state.iteration + 1}; the run stops here and the "
-            "last checkpoint is left as it was"
-        )
-
-
 class CollectRollouts(Stateless):
-    """Every particle takes ``steps_per_particle`` env steps with its current policy."""
+    """Every particle takes ``steps_per_particle`` env steps with its current policy.
+
+    Also sets ``fitness [n]``: each particle's mean return over the episodes that ended in this
+    rollout (NaN if none did), the free fitness that selection operators rank by.
+    """
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         rollout = ctx.sampler.collect(state.params.numpy(), ctx.steps_per_env)
         state.rollout = rollout
         state.env_steps += rollout.n_particles * rollout.steps_per_particle
+        state.fitness = np.array(
+            [r.mean() if r.size else np.nan for r in rollout.episode_returns], dtype=np.float64
+        )
         return state
 
 
@@ -84,7 +34,7 @@ class PolicyGradient(Stateless):
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         state.grads = ctx.estimator.gradient(state.params, state.rollout)
-        _require_finite(state.grads, "policy gradient", state)
+        require_finite(state.grads, "policy gradient", state)
         state.scalars["grad_norm_mean"] = float(state.grads.norm(dim=1).mean())
         return state
 
@@ -135,7 +85,7 @@ class AdamAscent:
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         g = state.direction
-        _require_finite(g, "update direction", state)
+        require_finite(g, "update direction", state)
         if self.m is None:
             self.m, self.v = torch.zeros_like(g), torch.zeros_like(g)
         self.t += 1
@@ -148,6 +98,15 @@ class AdamAscent:
 
     def state_dict(self) -> dict:
         return {"m": self.m, "v": self.v, "t": self.t}
+
+    def reindex(self, parents: Tensor) -> None:
+        """A clone continues its parent's optimisation: it inherits the parent's (m, v).
+
+        Zeroed moments would be wrong here: with the shared step count t the bias correction
+        is already ≈ 1, so a fresh clone's first steps would be ~3× the normal Adam step.
+        """
+        if self.m is not None:
+            self.m, self.v = self.m[parents], self.v[parents]
 
     def load_state_dict(self, state: dict) -> None:
         self.m, self.v, self.t = state["m"], state["v"], state["t"]

@@ -1,0 +1,106 @@
+"""Fresh-episode evaluation of any batch of policies ``[m, d]`` in one batched env call per step.
+
+Candidates of every particle (CEM/CMA-ES samples, an evolutionary population) are evaluated
+together: ``m`` policies × ``episodes`` envs each, all reset at once and stepped until every
+env has finished one episode (or hit the time limit). Only the steps of those episodes are
+counted as spent; envs that finished early keep being stepped for the batch but their
+transitions are discarded and not counted (a sequential evaluator would not have taken them).
+
+Policies whose episodes have all ended are dropped from the forward pass once at most half of
+the current batch is still running, so a population of short episodes does not pay for the
+longest one. Action noise is drawn for all ``m`` policies every step, so this compaction changes
+the cost, never the result.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evo_svpg.envs import BatchedEnv, make_batched_env
+from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
+
+
+class Evaluator:
+    """Mean undiscounted return of ``episodes`` fresh episodes per policy, actions sampled.
+
+    Actions are drawn from the stochastic policy, as in training, so the evaluated fitness is
+    the objective J that the policy gradient climbs. One batched env is kept per batch size
+    ``m`` (created on first use) and its random stream continues across calls.
+    """
+
+    def __init__(
+        self, env_id: str, spec: PolicySpec, episodes: int, seed: int, compact: bool = True
+    ) -> None:
+        if episodes < 1:
+            raise ValueError(f"episodes={episodes} must be >= 1")
+        self.env_id, self.spec, self.episodes, self.seed = env_id, spec, episodes, seed
+        self.compact = compact
+        self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
+        self._envs: dict[int, BatchedEnv] = {}
+        self._pending_env_states: dict[int, dict] = {}
+        if not spec.discrete:
+            self._low = np.asarray(spec.action_low, dtype=np.float32)
+            self._high = np.asarray(spec.action_high, dtype=np.float32)
+
+    def _env(self, m: int) -> BatchedEnv:
+        env = self._envs.get(m)
+        if env is None:
+            seed = int(np.random.SeedSequence([self.seed, 1, m]).generate_state(1)[0])
+            env = make_batched_env(self.env_id, m * self.episodes, seed=seed)
+            if not env.max_episode_steps:
+                raise ValueError(
+                    f"{self.env_id} has no time limit: evaluating candidates needs episodes "
+                    "that end (register the env with max_episode_steps)"
+                )
+            if m in self._pending_env_states:
+                env.set_state(self._pending_env_states.pop(m))
+            self._envs[m] = env
+        return env
+
+    def returns(self, theta: np.ndarray) -> tuple[np.ndarray, int]:
+        """``(mean return [m] float64, env steps spent)`` of the policies ``theta [m, d]``."""
+        theta = np.ascontiguousarray(theta, dtype=np.float32)
+        m, e, spec = theta.shape[0], self.episodes, self.spec
+        env = self._env(m)
+        obs = env.reset()
+        running = np.ones((m, e), dtype=bool)  # episode still going
+        total = np.zeros((m, e), dtype=np.float64)
+        length = np.zeros((m, e), dtype=np.int64)
+        active = np.arange(m)  # policies in the forward batch (a superset of the running ones)
+        parts = spec.split(theta)
+        if spec.discrete:
+            actions = np.zeros((m, e), dtype=np.int64)
+        else:
+            actions = np.zeros((m, e, spec.act_dim), dtype=np.float32)
+        while True:  # every episode ends: fast-path envs all have gymnasium's time limit
+            obs_active = obs.reshape(m, e, spec.obs_dim)[active]
+            out = forward_numpy(spec, parts, obs_active)
+            log_std = None if spec.discrete else parts[-1]
+            noise = action_noise(spec, (m, *out.shape[1:]), self.rng)[active]
+            actions[active] = actions_from_noise(spec, out, log_std, noise)
+            actions[~running] = 0  # finished slots: a fixed action, whichever rows were computed
+            if spec.discrete:
+                env_actions = actions.reshape(m * e)
+            else:
+                env_actions = np.clip(actions, self._low, self._high).reshape(m * e, -1)
+            res = env.step(env_actions)
+            total += res.reward.reshape(m, e) * running
+            length += running
+            running &= ~(res.terminated | res.truncated).reshape(m, e)
+            obs = res.obs
+            still = running[active].any(axis=1)
+            if not still.any():
+                break
+            if self.compact and 2 * int(still.sum()) <= active.size:
+                active = active[still]
+                parts = spec.split(theta[active])
+        return total.mean(axis=1), int(length.sum())
+
+    def state_dict(self) -> dict:
+        envs = {m: env.get_state() for m, env in self._envs.items() if env.is_fast_path}
+        return {"rng": self.rng.bit_generator.state, "envs": {**self._pending_env_states, **envs}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rng.bit_generator.state = state["rng"]
+        self._envs.clear()
+        self._pending_env_states = dict(state["envs"])

@@ -1,0 +1,139 @@
+"""What every operator sees: the population state, the context, and the small shared protocols.
+
+An operator is ``op(state, ctx) -> state``. A mode (see :mod:`evo_svpg.modes`) is a sequence of
+operators that the engine runs once per iteration. Operators that keep state across iterations
+(Adam moments, CEM variances, an evolutionary population) expose ``state_dict`` /
+``load_state_dict`` so checkpoints capture them.
+
+Selection replaces particles by copies of others. Such an operator sets ``state.parents``
+(``[n]`` int64: row ``i`` now descends from row ``parents[i]``); the engine then calls
+``reindex(parents)`` on every operator and estimator that keeps per-particle state, so a clone
+inherits its parent's optimiser moments and critic (see README "Cloned particles").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from evo_svpg.policy import PolicySpec
+from evo_svpg.sampler import NonFiniteError, Rollout, Sampler
+
+
+class Estimator(Protocol):
+    def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class Evaluator(Protocol):
+    def returns(self, theta: np.ndarray) -> tuple[np.ndarray, int]: ...
+
+
+@dataclass
+class PopulationState:
+    """What flows through an iteration. ``params`` is shared with the numpy sampler."""
+
+    params: Tensor  # [n, d] float32 on CPU
+    iteration: int = 0  # completed iterations
+    env_steps: int = 0  # env steps of the whole run so far (rollouts AND candidate evaluations)
+    rollout: Rollout | None = None  # this iteration's transitions
+    grads: Tensor | None = None  # [n, d] ∇J estimates at params
+    direction: Tensor | None = None  # [n, d] ascent direction handed to the optimiser
+    fitness: np.ndarray | None = None  # [n] float64, higher is better; NaN = not measured
+    parents: Tensor | None = None  # [n] int64 lineage set by a selection operator, see above
+    scalars: dict[str, float] = field(default_factory=dict)  # per-iteration diagnostics
+
+    @property
+    def current_iteration(self) -> int:
+        """1-based number of the iteration being computed (``iteration`` counts finished ones)."""
+        return self.iteration + 1
+
+
+@dataclass
+class Context:
+    """What operators may use besides the state."""
+
+    spec: PolicySpec
+    sampler: Sampler
+    estimator: Estimator
+    steps_per_env: int
+    evaluator: Evaluator | None = None  # fresh-episode returns of any [m, d] batch of policies
+
+
+class Operator(Protocol):
+    def __call__(self, state: PopulationState, ctx: Context) -> PopulationState: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class ParticleStateHolder(Protocol):
+    """Keeps something per particle (optimiser moments, a critic) that clones must inherit."""
+
+    def reindex(self, parents: Tensor) -> None: ...
+
+
+class Stateless:
+    """Mixin for operators with nothing to checkpoint."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+@dataclass
+class Every:
+    """Run ``op`` only in iterations ``period, 2·period, ...`` (1-based)."""
+
+    period: int
+    op: Operator
+
+    def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
+        if state.current_iteration % self.period:
+            return state
+        return self.op(state, ctx)
+
+    def state_dict(self) -> dict:
+        return self.op.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.op.load_state_dict(state)
+
+    def reindex(self, parents: Tensor) -> None:
+        if isinstance(self.op, ParticleStateHolder):
+            self.op.reindex(parents)
+
+
+def require_finite(x: Tensor, what: str, state: PopulationState) -> None:
+    if not torch.isfinite(x).all():
+        raise NonFiniteError(
+            f"non-finite {what} at iteration {state.current_iteration}; the run stops here and "
+            "the last checkpoint is left as it was"
+        )
+
+
+def ranking_key(fitness: np.ndarray) -> np.ndarray:
+    """Fitness for sorting: an unmeasured particle (NaN) ranks below every measured one."""
+    return np.where(np.isnan(fitness), -np.inf, fitness)
+
+
+def evaluate(state: PopulationState, ctx: Context, theta: Tensor) -> np.ndarray:
+    """Mean fresh-episode return of every row of ``theta [m, d]``, in one batched call.
+
+    The env steps spent are added to ``state.env_steps``: modes compare at equal budgets.
+    """
+    if ctx.evaluator is None:
+        raise RuntimeError("this run was built without an evaluator")
+    returns, steps = ctx.evaluator.returns(theta.detach().cpu().numpy())
+    state.env_steps += steps
+    state.scalars["eval_env_steps"] = state.scalars.get("eval_env_steps", 0.0) + steps
+    if not np.isfinite(returns).all():
+        raise NonFiniteError(f"non-finite evaluation return at iteration {state.current_iteration}")
+    return returns

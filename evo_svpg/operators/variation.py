@@ -1,0 +1,157 @@
+"""Variation around each particle: one search distribution per particle, evaluated together.
+
+Both operators run after the SVPG step. They evaluate the stepped particle together with ``K``
+sampled candidates around it, for all ``n`` particles in ONE batched evaluation of ``n·(K+1)``
+policies, and move each particle to its search distribution's new mean. Adam moments are kept
+as they are: the particle's lineage does not change, it only moves.
+"""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from dataclasses import dataclass, field
+
+import cma
+import numpy as np
+import torch
+from torch import Tensor
+
+from evo_svpg.cem import mirrored_samples, next_floor, sep_cem_update
+from evo_svpg.operators.base import Context, PopulationState, evaluate
+from evo_svpg.rng import Randn, numpy_random_state, private_numpy_random
+
+
+@dataclass
+class CEMAroundParticles:
+    """One sep-CEM per particle (CEM-RL's, see :mod:`evo_svpg.cem`), mean = the particle.
+
+    Each iteration: ``K`` mirrored samples around the SVPG-stepped particle ``μ_i``; ``μ_i`` and
+    the samples are evaluated (``K+1`` policies per particle); ``μ_i`` becomes the log-rank
+    weighted mean of the ``elites`` best and ``var_i`` their spread plus the decaying floor.
+    """
+
+    candidates: int
+    elites: int
+    init_var: float
+    floor: float
+    floor_limit: float
+    seed: int
+    var: Tensor | None = None  # [n, d] per-particle diagonal variance
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
+        mean = state.params
+        n, d = mean.shape
+        if self.var is None:
+            self.var = torch.full((n, d), self.init_var, dtype=mean.dtype)
+        samples = mirrored_samples(mean, self.var, self.candidates, self.generator)
+        population = torch.cat([mean.unsqueeze(1), samples], dim=1)  # [n, K+1, d]; 0 = particle
+        m = population.shape[1]
+        fitness = evaluate(state, ctx, population.reshape(n * m, d)).reshape(n, m)
+        new_mean, self.var, elite_index = sep_cem_update(
+            mean, population, torch.from_numpy(fitness), self.elites, self.floor
+        )
+        self.floor = next_floor(self.floor, self.floor_limit)
+        state.params.copy_(new_mean)  # in place: the sampler's numpy view stays valid
+        state.scalars["cem_std_mean"] = float(self.var.sqrt().mean())
+        state.scalars["cem_floor"] = self.floor
+        # How often the gradient step itself is among the elites (index 0 is the particle).
+        state.scalars["cem_particle_elite_rate"] = float((elite_index == 0).any(1).double().mean())
+        state.scalars["cem_best_candidate"] = float(fitness.max())
+        return state
+
+    def reindex(self, parents: Tensor) -> None:
+        if self.var is not None:
+            self.var = self.var[parents]
+
+    def state_dict(self) -> dict:
+        return {"var": self.var, "floor": self.floor, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.var, self.floor = state["var"], state["floor"]
+        self.generator.set_state(state["generator"])
+
+
+@dataclass
+class CMAESAroundParticles:
+    """One separable CMA-ES per particle, from the ``cma`` package through ask/tell.
+
+    ``CMA_diagonal=True`` (sep-CMA-ES): a full covariance at d ≈ 7,000 would be a 7k×7k matrix
+    with an O(d³) eigendecomposition per particle. Each iteration the SVPG-stepped particle is
+    ``inject``-ed into its CMA-ES (pycma's way to propose an outside solution), ``ask`` returns
+    it together with ``K`` samples around the CMA-ES mean, all ``n·(K+1)`` are evaluated in one
+    batch, ``tell`` updates the distribution, and the particle becomes the new CMA-ES mean.
+
+    pycma draws its normals from a private generator (its ``randn`` option) seeded from the run
+    seed; ``verbose=-9`` silences it; numpy's global random state is never touched (calls also
+    run inside :func:`private_numpy_random` in case an optional pycma path uses it).
+    """
+
+    candidates: int
+    sigma0: float
+    seed: int
+    strategies: list = field(default_factory=list)  # n pycma CMAEvolutionStrategy
+    numpy_state: dict = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.numpy_state = numpy_random_state(self.seed)
+
+    def _start(self, params: np.ndarray) -> None:
+        seeds = np.random.SeedSequence([self.seed, 1]).generate_state(len(params))
+        options = {
+            "CMA_diagonal": True,
+            "popsize": self.candidates + 1,
+            "seed": np.nan,  # no seeding of np.random; normals come from `randn`
+            "verbose": -9,
+            "verb_log": 0,
+            "verb_disp": 0,
+        }
+        self.strategies = [
+            cma.CMAEvolutionStrategy(x0, self.sigma0, {**options, "randn": Randn(int(s))})
+            for x0, s in zip(params.astype(np.float64), seeds, strict=True)
+        ]
+
+    def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
+        params = state.params.numpy()
+        n, d = params.shape
+        with private_numpy_random(self.numpy_state):
+            if not self.strategies:
+                self._start(params)
+            asked = []
+            for es, particle in zip(self.strategies, params, strict=True):
+                es.inject([particle.astype(np.float64)], force=True)
+                asked.append(np.asarray(es.ask()))
+        population = np.stack(asked)  # [n, K+1, d] float64
+        m = population.shape[1]
+        flat = torch.from_numpy(population.reshape(n * m, d).astype(np.float32))
+        fitness = evaluate(state, ctx, flat).reshape(n, m)
+        with private_numpy_random(self.numpy_state):
+            for es, x, f in zip(self.strategies, asked, fitness, strict=True):
+                es.tell(list(x), list(-f))  # pycma minimises
+            means = np.stack([es.mean for es in self.strategies])
+        state.params.copy_(torch.from_numpy(means.astype(np.float32)))
+        # Where the injected particle ranked: pycma may place it at any index of `ask`.
+        injected = np.abs(population - params[:, None, :]).max(axis=2).argmin(axis=1)
+        rank = (fitness > fitness[np.arange(n), injected][:, None]).sum(axis=1)
+        state.scalars["cmaes_sigma_mean"] = float(np.mean([es.sigma for es in self.strategies]))
+        state.scalars["cmaes_particle_rank_mean"] = float(rank.mean())
+        state.scalars["cmaes_best_candidate"] = float(fitness.max())
+        return state
+
+    def reindex(self, parents: Tensor) -> None:
+        if self.strategies:
+            old = self.strategies
+            self.strategies = [
+                old[i] if p == i else copy.deepcopy(old[p]) for i, p in enumerate(parents.tolist())
+            ]
+
+    def state_dict(self) -> dict:
+        return {"strategies": pickle.dumps(self.strategies), "numpy_state": self.numpy_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.strategies = pickle.loads(state["strategies"])
+        self.numpy_state = state["numpy_state"]
