@@ -5,11 +5,17 @@
 (b) this project's batched sampler: the same 16 policies, the same number of transitions;
 (c) a full paper CartPole run: 16 particles × 10,000 steps × 50 iterations, REINFORCE, with the
     CLI's callbacks (metrics, TensorBoard, checkpoints);
-(d) the SVGD update at n = 16, 64, 256 with d = 6,877 (the CartPole policy).
+(d) the SVGD update at n = 16, 64, 256 with d = 6,877 (the CartPole policy);
+(e) one ``cem-per-particle`` iteration (K = 8) against a ``pure`` iteration that spends the same
+    env steps (its steps per particle raised to match), on CartPole-v1 and Pendulum-v1;
+(f) the time ``cmaes-per-particle`` spends in pycma (ask/tell/inject: everything of its operator
+    except the evaluation's env stepping) as a share of the iteration.
 
 Targets (issue 3): (b) ≥ 2M transitions/s and ≥ 350× (a); (c) ≤ 15 s; (d) ≤ 0.5 ms at n = 16.
+Targets (issue 4): (e) ratio ≤ 1.3; (f) < 10 %.
 
     python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
+    python runners/benchmark.py --only e f     # just the extension timings
 """
 
 from __future__ import annotations
@@ -126,6 +132,116 @@ def svgd_timing(n: int, d: int, reps: int = 200) -> float:
     return 1e3 * statistics.median(times)
 
 
+class _Timed:
+    """Wraps an operator or the evaluator and accumulates the seconds spent in it."""
+
+    def __init__(self, inner, method: str = "__call__") -> None:
+        self.inner, self.method, self.seconds = inner, method, 0.0
+
+    def __call__(self, *args):
+        start = time.perf_counter()
+        try:
+            return self.inner(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def returns(self, theta):
+        start = time.perf_counter()
+        try:
+            return self.inner.returns(theta)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+class _Keep:
+    """Collects ``(seconds, env steps)`` of every iteration."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[float, int]] = []
+
+    def on_start(self, run): ...
+    def on_iteration(self, run, record):
+        self.records.append((record.seconds, record.iteration_env_steps))
+
+    def on_end(self, run): ...
+    def on_interrupt(self, run, exc): ...
+
+
+def _side_by_side(cfgs: list[RunConfig], iterations: int, warmup: int = 1) -> list[list]:
+    """Iterations of several runs interleaved one by one (so machine noise hits all alike)."""
+    runs = [build_run(cfg) for cfg in cfgs]
+    keeps = [_Keep() for _ in cfgs]
+    for i in range(warmup + iterations):
+        for run, keep in zip(runs, keeps, strict=True):
+            run.config = run.config.replace(iterations=i + 1)
+            train(run, [keep])
+    return [keep.records[warmup:] for keep in keeps]
+
+
+def cem_against_pure(env_id: str, iterations: int) -> dict:
+    """(e): median seconds per cem iteration / per pure iteration of equal env steps.
+
+    The pure run's steps per particle are set from the cem run's first iteration's env steps.
+    """
+    cem = RunConfig(mode="cem-per-particle", env=env_id, cem_candidates=8)
+    (probe,) = _side_by_side([cem], 1, warmup=0)
+    per_particle = max(20, round(probe[0][1] / cem.particles / 20) * 20)
+    pure = RunConfig(mode="pure", env=env_id, steps_per_particle=per_particle)
+    cem_its, pure_its = _side_by_side([cem, pure], iterations)
+    cem_s = statistics.median(t for t, _ in cem_its)
+    pure_s = statistics.median(t for t, _ in pure_its)
+    return {
+        "env": env_id, "cem_seconds": cem_s,
+        "cem_env_steps": int(statistics.median(s for _, s in cem_its)),
+        "pure_seconds": pure_s, "pure_env_steps": pure.particles * per_particle,
+        "ratio": cem_s / pure_s,
+    }  # fmt: skip
+
+
+def cmaes_overhead(env_id: str, iterations: int) -> dict:
+    """(f): share of a cmaes iteration spent in pycma, outside the evaluation's env stepping."""
+    run = build_run(RunConfig(mode="cmaes-per-particle", env=env_id, iterations=iterations + 1))
+    run.operators[-1] = op = _Timed(run.operators[-1])
+    run.ctx.evaluator = evaluator = _Timed(run.ctx.evaluator)
+    shares, walls = [], []
+
+    class Share:
+        def on_start(self, run): ...
+        def on_iteration(self, run, record):
+            shares.append((op.seconds - evaluator.seconds) / record.seconds)
+            walls.append(record.seconds)
+            op.seconds = evaluator.seconds = 0.0
+
+        def on_end(self, run): ...
+        def on_interrupt(self, run, exc): ...
+
+    train(run, [Share()])
+    return {"env": env_id, "pycma_share": statistics.median(shares[1:]),
+            "iteration_seconds": statistics.median(walls[1:])}  # fmt: skip
+
+
+def extensions(results: dict, iterations: int) -> None:
+    for env_id in ("CartPole-v1", "Pendulum-v1"):
+        r = cem_against_pure(env_id, iterations)
+        results.setdefault("cem_vs_pure", []).append(r)
+        print(
+            f"(e) {env_id}: cem-per-particle K=8 {r['cem_seconds']:.3f} s for "
+            f"{r['cem_env_steps']:,} env steps; pure {r['pure_seconds']:.3f} s for "
+            f"{r['pure_env_steps']:,}: ratio {r['ratio']:.2f} (target ≤ 1.3)", flush=True
+        )  # fmt: skip
+    for env_id in ("CartPole-v1", "Pendulum-v1"):
+        r = cmaes_overhead(env_id, iterations)
+        results.setdefault("cmaes_overhead", []).append(r)
+        print(
+            f"(f) {env_id}: pycma takes {r['pycma_share']:.1%} of a "
+            f"{r['iteration_seconds']:.3f} s cmaes-per-particle iteration (target < 10 %)",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transitions", type=int, default=160_000)
@@ -135,6 +251,10 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=RunConfig().threads, help="gradient shard threads (c)"
     )
+    parser.add_argument(
+        "--only", nargs="+", choices=list("abcdef"), default=list("abcdef"), help="parts to run"
+    )
+    parser.add_argument("--iterations", type=int, default=5, help="timed iterations in (e), (f)")
     args = parser.parse_args()
     set_threads(1)
 
@@ -142,26 +262,31 @@ def main() -> None:
     theta = spec.init_params(N_PARTICLES, torch.Generator().manual_seed(0))
     results: dict = {"threads": args.threads, "transitions": args.transitions}
 
-    print(f"(a) naive sampler, {args.transitions:,} transitions ...", flush=True)
-    naive = naive_sampler(spec, theta, args.transitions)
-    results["naive_steps_per_s"] = naive
-    print(f"  {naive:,.0f} transitions/s")
-    for e in (20, 64):
-        med, lo, hi = batched_sampler(spec, theta, args.transitions, e, args.repeats)
-        results[f"batched_E{e}_steps_per_s"] = [med, lo, hi]
-        print(
-            f"(b) batched sampler, 16 particles × {e} envs: {med:,.0f} transitions/s "
-            f"[{lo:,.0f} – {hi:,.0f}], {med / naive:,.0f}× naive"
-        )
-    print("(c) full paper CartPole run (16 × 10,000 × 50, REINFORCE) ...", flush=True)
-    walls = full_run(args.full_runs, args.threads)
-    results["full_run_seconds"] = walls
-    print(f"  median {statistics.median(walls):.2f} s over {len(walls)} runs")
-    results["svgd_ms"] = {}
-    for n in (16, 64, 256):
-        ms = svgd_timing(n, spec.n_params, reps=200 if n < 256 else 30)
-        results["svgd_ms"][n] = ms
-        print(f"(d) SVGD update n={n:3d}, d={spec.n_params}: {ms:.3f} ms (median)")
+    if "a" in args.only or "b" in args.only:
+        print(f"(a) naive sampler, {args.transitions:,} transitions ...", flush=True)
+        naive = naive_sampler(spec, theta, args.transitions)
+        results["naive_steps_per_s"] = naive
+        print(f"  {naive:,.0f} transitions/s")
+        for e in (20, 64):
+            med, lo, hi = batched_sampler(spec, theta, args.transitions, e, args.repeats)
+            results[f"batched_E{e}_steps_per_s"] = [med, lo, hi]
+            print(
+                f"(b) batched sampler, 16 particles × {e} envs: {med:,.0f} transitions/s "
+                f"[{lo:,.0f} – {hi:,.0f}], {med / naive:,.0f}× naive"
+            )
+    if "c" in args.only:
+        print("(c) full paper CartPole run (16 × 10,000 × 50, REINFORCE) ...", flush=True)
+        walls = full_run(args.full_runs, args.threads)
+        results["full_run_seconds"] = walls
+        print(f"  median {statistics.median(walls):.2f} s over {len(walls)} runs")
+    if "d" in args.only:
+        results["svgd_ms"] = {}
+        for n in (16, 64, 256):
+            ms = svgd_timing(n, spec.n_params, reps=200 if n < 256 else 30)
+            results["svgd_ms"][n] = ms
+            print(f"(d) SVGD update n={n:3d}, d={spec.n_params}: {ms:.3f} ms (median)")
+    if "e" in args.only or "f" in args.only:
+        extensions(results, args.iterations)
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -83,8 +83,10 @@ class CMAESAroundParticles:
     ``CMA_diagonal=True`` (sep-CMA-ES): a full covariance at d ≈ 7,000 would be a 7k×7k matrix
     with an O(d³) eigendecomposition per particle. Each iteration the SVPG-stepped particle is
     ``inject``-ed into its CMA-ES (pycma's way to propose an outside solution), ``ask`` returns
-    it together with ``K`` samples around the CMA-ES mean, all ``n·(K+1)`` are evaluated in one
-    batch, ``tell`` updates the distribution, and the particle becomes the new CMA-ES mean.
+    it together with ``K`` samples around the CMA-ES mean (two of them are the probes along the
+    last mean shift of pycma's default step-size rule for this case, TPA), all ``n·(K+1)`` are
+    evaluated in one batch, ``tell`` updates the distribution, and the particle becomes the new
+    CMA-ES mean.
 
     pycma draws its normals from a private generator (its ``randn`` option) seeded from the run
     seed; ``verbose=-9`` silences it; numpy's global random state is never touched (calls also
@@ -110,10 +112,17 @@ class CMAESAroundParticles:
             "verb_log": 0,
             "verb_disp": 0,
         }
-        self.strategies = [
-            cma.CMAEvolutionStrategy(x0, self.sigma0, {**options, "randn": Randn(int(s))})
-            for x0, s in zip(params.astype(np.float64), seeds, strict=True)
-        ]
+        # pycma archives (hashes) every sent solution to map phenotypes back to genotypes; with
+        # no transformation they are the same, and the archive cost ~25 % of ask/tell at d ≈ 7k.
+        archive = cma.evolution_strategy.archive_sent_solutions
+        cma.evolution_strategy.archive_sent_solutions = False
+        try:
+            self.strategies = [
+                cma.CMAEvolutionStrategy(x0, self.sigma0, {**options, "randn": Randn(int(s))})
+                for x0, s in zip(params.astype(np.float64), seeds, strict=True)
+            ]
+        finally:
+            cma.evolution_strategy.archive_sent_solutions = archive
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         params = state.params.numpy()
@@ -134,8 +143,9 @@ class CMAESAroundParticles:
                 es.tell(list(x), list(-f))  # pycma minimises
             means = np.stack([es.mean for es in self.strategies])
         state.params.copy_(torch.from_numpy(means.astype(np.float32)))
-        # Where the injected particle ranked: pycma may place it at any index of `ask`.
-        injected = np.abs(population - params[:, None, :]).max(axis=2).argmin(axis=1)
+        # Where the injected particle ranked: pycma places it after its two TPA step-size probes.
+        # (8 coordinates identify it: a sample matching the particle there has probability 0.)
+        injected = np.abs(population[:, :, :8] - params[:, None, :8]).max(axis=2).argmin(axis=1)
         rank = (fitness > fitness[np.arange(n), injected][:, None]).sum(axis=1)
         state.scalars["cmaes_sigma_mean"] = float(np.mean([es.sigma for es in self.strategies]))
         state.scalars["cmaes_particle_rank_mean"] = float(rank.mean())

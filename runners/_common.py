@@ -1,0 +1,96 @@
+"""What the comparison runners share: launching CLI runs, bootstrap intervals, curves on a grid.
+
+Runners import this module (they run from ``runners/``); they never copy code from ``evo_svpg``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from evo_svpg.plot import load_curves
+
+
+def launch(run_dir: Path, flags: list[str]) -> float:
+    """Run ``evo-svpg run FLAGS --out RUN_DIR`` in its own process; wall seconds.
+
+    A directory that already holds a run (an interrupted comparison) is resumed instead, so
+    re-running a runner after Ctrl-C loses nothing. The run's output goes to ``RUN_DIR.log``.
+    """
+    cmd = [sys.executable, "-m", "evo_svpg.cli", "run", *flags, "--out", str(run_dir)]
+    if (run_dir / "metrics.csv").exists():
+        cmd = [sys.executable, "-m", "evo_svpg.cli", "run", "--resume", str(run_dir)]
+    log = run_dir.with_name(run_dir.name + ".log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"run failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
+    return time.perf_counter() - start
+
+
+def bootstrap_median_ci(
+    values: np.ndarray, level: float = 0.95, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(median, low, high)``: percentile bootstrap interval of the median over seeds.
+
+    With 5 seeds the interval can only take the values of the seeds themselves; it says how
+    much the median would move with other seeds, not more.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return (np.nan, np.nan, np.nan)
+    rng = np.random.default_rng(seed)
+    samples = rng.choice(values, size=(resamples, values.size), replace=True)
+    medians = np.median(samples, axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(medians, [tail, 1 - tail])
+    return float(np.median(values)), float(low), float(high)
+
+
+def fmt_ci(stats: tuple[float, float, float]) -> str:
+    median, low, high = stats
+    return f"{median:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def curves_on_grid(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Best/mean particle return of each run at the env-step ``grid``: ``[runs, len(grid)]``.
+
+    Runs of different modes spend different env steps per iteration; each curve is held at
+    its last value until the next iteration (a step function), NaN before its first value.
+    """
+    out: dict[str, list[np.ndarray]] = {"best": [], "mean": []}
+    for run_dir in run_dirs:
+        curves = load_curves(run_dir)
+        steps = curves["env_steps"]
+        index = np.searchsorted(steps, grid, side="right") - 1
+        for key in out:
+            values = _forward_fill(curves[key])
+            row = np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
+            out[key].append(row)
+    return {key: np.array(rows) for key, rows in out.items()}
+
+
+def _forward_fill(values: np.ndarray) -> np.ndarray:
+    """Iterations where no episode ended (NaN) keep the previous value."""
+    filled = values.copy()
+    for i in range(1, filled.size):
+        if np.isnan(filled[i]):
+            filled[i] = filled[i - 1]
+    return filled
+
+
+def scalar_series(run_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(env_steps, values)`` of one diagnostic from a run's ``scalars.csv``."""
+    data = np.atleast_1d(
+        np.genfromtxt(run_dir / "scalars.csv", delimiter=",", names=True, dtype=None,
+                      encoding="utf-8")
+    )  # fmt: skip
+    rows = data[data["name"] == name]
+    return rows["env_steps"].astype(np.int64), rows["value"].astype(np.float64)

@@ -1,0 +1,166 @@
+"""Every mode at one env-step budget: does variation and selection help SVPG?
+
+Runs pure, independent, joint, cem-per-particle, cmaes-per-particle, select, evolution and erl
+on one environment for several seeds, each run stopped once it has spent ``--budget`` env steps
+(rollouts and candidate evaluations alike), as separate ``evo-svpg run`` processes in parallel.
+Writes ``table.md`` (final best- and mean-particle training return per mode: median over seeds
+and 95 % bootstrap interval of the median), ``summary.json`` and ``curves.png`` (median over
+seeds against env steps). Re-running with the same ``--out`` resumes unfinished runs.
+
+    python runners/compare_modes.py --env CartPole-v1 --seeds 5 --budget 8000000 \\
+        --out results/compare/CartPole-v1 [--jobs 2] [--modes pure erl] [-- extra run flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from _common import bootstrap_median_ci, curves_on_grid, fmt_ci, launch, scalar_series
+
+from evo_svpg.modes import MODES
+from evo_svpg.plot import load_curves
+
+COMPARED = (
+    "pure", "independent", "joint", "cem-per-particle", "cmaes-per-particle", "select",
+    "evolution", "erl",
+)  # fmt: skip
+NO_ITERATION_LIMIT = 1_000_000  # the budget ends every run
+
+
+def _run_dir(out: Path, mode: str, seed: int) -> Path:
+    return out / mode / f"seed{seed}"
+
+
+def _final(run_dir: Path) -> dict[str, float]:
+    curves = load_curves(run_dir)
+    last = {}
+    for key in ("best", "mean"):
+        finite = curves[key][np.isfinite(curves[key])]
+        last[key] = float(finite[-1]) if finite.size else float("nan")
+    last["iterations"] = int(curves["iteration"][-1])
+    last["env_steps"] = int(curves["env_steps"][-1])
+    return last
+
+
+def _erl_extras(run_dir: Path) -> dict[str, float]:
+    extras = {}
+    for name in ("erl_champion", "erl_rl_elite_rate", "erl_rl_selected_rate"):
+        _, values = scalar_series(run_dir, name)
+        extras[name] = float(values[-1]) if values.size else float("nan")
+    return extras
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, required=True, help="env steps per run")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
+    parser.add_argument("--modes", nargs="+", default=list(COMPARED), choices=list(MODES))
+    parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags, after --")
+    args = parser.parse_args()
+
+    # Each process gets its share of the cores for its gradient threads.
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [(m, s) for m in args.modes for s in range(args.seeds)]
+
+    def one(job: tuple[str, int]) -> float:
+        mode, seed = job
+        flags = [
+            "--mode", mode, "--env", args.env, "--seed", str(seed), "--budget", str(args.budget),
+            "--iterations", str(NO_ITERATION_LIMIT), "--threads", str(threads), *args.extra,
+        ]  # fmt: skip
+        wall = launch(_run_dir(args.out, mode, seed), flags)
+        print(f"  {mode} seed {seed}: {wall:.0f} s", flush=True)
+        return wall
+
+    print(f"{len(jobs)} runs of {args.budget:,} env steps on {args.env}, {args.jobs} at a time")
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        walls = dict(zip(jobs, pool.map(one, jobs), strict=True))
+    total = time.perf_counter() - start
+
+    summary, lines = (
+        {},
+        [
+            f"{args.env}, {args.seeds} seeds, budget {args.budget:,} env steps per run "
+            f"(extra flags: {' '.join(args.extra) or 'none'}); final training return of the best "
+            "and of the mean particle: median over seeds [95 % bootstrap interval of the median]",
+            "",
+            "| mode | final best particle | final mean particle | iterations (median) "
+            "| wall s per run (median) |",
+            "|---|---|---|---|---|",
+        ],
+    )
+    for mode in args.modes:
+        finals = [_final(_run_dir(args.out, mode, s)) for s in range(args.seeds)]
+        best = np.array([f["best"] for f in finals])
+        mean = np.array([f["mean"] for f in finals])
+        iterations = int(np.median([f["iterations"] for f in finals]))
+        mode_walls = [walls[(mode, s)] for s in range(args.seeds)]
+        lines.append(
+            f"| `{mode}` | {fmt_ci(bootstrap_median_ci(best))} | "
+            f"{fmt_ci(bootstrap_median_ci(mean))} | {iterations} | {np.median(mode_walls):.0f} |"
+        )
+        summary[mode] = {"final_best": best.tolist(), "final_mean": mean.tolist(),
+                         "iterations": [f["iterations"] for f in finals],
+                         "wall_seconds": mode_walls}  # fmt: skip
+        if mode == "erl":
+            extras = [_erl_extras(_run_dir(args.out, mode, s)) for s in range(args.seeds)]
+            summary[mode]["erl"] = extras
+            champion = np.array([e["erl_champion"] for e in extras])
+            elite = np.median([e["erl_rl_elite_rate"] for e in extras])
+            selected = np.median([e["erl_rl_selected_rate"] for e in extras])
+            lines.append(
+                f"\n`erl`: final ERL-population champion (one evaluation episode, so optimistic) "
+                f"{fmt_ci(bootstrap_median_ci(champion))}; migrated particles became elites "
+                f"{elite:.0%} and were selected {selected:.0%} of the time (median over seeds)"
+            )
+    lines += ["", f"total wall time: {total:.0f} s with {args.jobs} runs at a time"]
+    table = "\n".join(lines)
+    print(table)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "table.md").write_text(table + "\n")
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _plot(args, args.out / "curves.png")
+    print(f"wrote {args.out}/table.md, summary.json, curves.png")
+
+
+def _plot(args, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, args.budget, 200)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for k, mode in enumerate(args.modes):
+        runs = [_run_dir(args.out, mode, s) for s in range(args.seeds)]
+        curves = curves_on_grid(runs, grid)
+        for ax, key in zip(axes, ("best", "mean"), strict=True):
+            values = curves[key]
+            if np.isnan(values).all():
+                continue
+            ax.plot(grid, np.nanmedian(values, axis=0), color=f"C{k % 10}", label=mode)
+            lo, hi = np.nanquantile(values, [0.25, 0.75], axis=0)
+            ax.fill_between(grid, lo, hi, color=f"C{k % 10}", alpha=0.12)
+    for ax, key in zip(axes, ("best", "mean"), strict=True):
+        ax.set_title(f"{key} particle: median over {args.seeds} seeds (band: quartiles)")
+        ax.set_xlabel("env steps (rollouts + candidate evaluations)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{args.env} training return")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(target, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
