@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _common import launch
 
 from evo_svpg.plot import load_curves
 
@@ -27,19 +26,7 @@ SOLVED = 475.0
 
 
 def _launch(mode: str, seed: int, out: Path, extra: list[str]) -> float:
-    run_dir = out / mode / f"seed{seed}"
-    cmd = [
-        sys.executable, "-m", "evo_svpg.cli", "run", "--mode", mode, "--seed", str(seed),
-        "--out", str(run_dir), *extra,
-    ]  # fmt: skip
-    if (run_dir / "metrics.csv").exists():
-        cmd = [sys.executable, "-m", "evo_svpg.cli", "run", "--resume", str(run_dir)]
-    start = time.perf_counter()
-    log = out / mode / f"seed{seed}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w") as fh:
-        subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=True)
-    return time.perf_counter() - start
+    return launch(out / mode / f"seed{seed}", ["--mode", mode, "--seed", str(seed), *extra])
 
 
 def _fmt(values: np.ndarray) -> str:

@@ -228,7 +228,12 @@ def test_short_pure_run_clearly_improves_over_its_first_iteration(tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--mode", "nope"], r"invalid choice: 'nope' \(choose from .*pure"),
+        (["--mode", "nope"], r"invalid choice: 'nope' \(choose from .*pure.*cem-per-particle.*erl"),
+        (["--cem-candidates", "7"], r"cem_candidates=7 must be even"),
+        (["--cem-elites", "12"], r"cem_elites=12 must be <= cem_candidates \+ 1 = 9"),
+        (["--mode", "select", "--select-fraction", "0.01"], r"select_fraction=0.01 replaces .* 0"),
+        (["--erl-migrants", "9"], r"erl_migrants=9 must be <= erl_population - elites = 8"),
+        (["--budget", "-1"], r"budget=-1 must be an integer >= 0"),
         (["--estimator", "ppo"], r"choose from .*reinforce.*a2c"),
         (["--env", "NoSuchEnv-v9"], r"CartPole-v1.*Pendulum-v1|Pendulum-v1.*CartPole-v1"),
         (["--bandwidth", "wide"], r"bandwidth='wide'.*'svgd', 'svpg_code'"),
