@@ -77,6 +77,16 @@ def curves_on_grid(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarr
     return {key: np.array(rows) for key, rows in out.items()}
 
 
+def scalar_on_grid(run_dirs: list[Path], name: str, grid: np.ndarray) -> np.ndarray:
+    """A ``scalars.csv`` diagnostic of each run at the env-step ``grid`` (held like the curves)."""
+    rows = []
+    for run_dir in run_dirs:
+        steps, values = scalar_series(run_dir, name)
+        index = np.searchsorted(steps, grid, side="right") - 1
+        rows.append(np.where(index >= 0, values[np.clip(index, 0, None)], np.nan))
+    return np.array(rows)
+
+
 def _forward_fill(values: np.ndarray) -> np.ndarray:
     """Iterations where no episode ended (NaN) keep the previous value."""
     filled = values.copy()

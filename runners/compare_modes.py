@@ -17,11 +17,19 @@ import argparse
 import json
 import os
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _common import bootstrap_median_ci, curves_on_grid, fmt_ci, launch, scalar_series
+from _common import (
+    bootstrap_median_ci,
+    curves_on_grid,
+    fmt_ci,
+    launch,
+    scalar_on_grid,
+    scalar_series,
+)
 
 from evo_svpg.modes import MODES
 from evo_svpg.plot import load_curves
@@ -141,6 +149,7 @@ def _plot(args, target: Path) -> None:
 
     grid = np.linspace(0, args.budget, 200)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN grid points before iteration 1
     for k, mode in enumerate(args.modes):
         runs = [_run_dir(args.out, mode, s) for s in range(args.seeds)]
         curves = curves_on_grid(runs, grid)
@@ -151,6 +160,9 @@ def _plot(args, target: Path) -> None:
             ax.plot(grid, np.nanmedian(values, axis=0), color=f"C{k % 10}", label=mode)
             lo, hi = np.nanquantile(values, [0.25, 0.75], axis=0)
             ax.fill_between(grid, lo, hi, color=f"C{k % 10}", alpha=0.12)
+        if mode == "erl":  # its particles are pure's; its own output is the population champion
+            champion = np.nanmedian(scalar_on_grid(runs, "erl_champion", grid), axis=0)
+            axes[0].plot(grid, champion, color=f"C{k % 10}", ls=":", label="erl: champion")
     for ax, key in zip(axes, ("best", "mean"), strict=True):
         ax.set_title(f"{key} particle: median over {args.seeds} seeds (band: quartiles)")
         ax.set_xlabel("env steps (rollouts + candidate evaluations)")

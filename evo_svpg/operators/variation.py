@@ -127,25 +127,29 @@ class CMAESAroundParticles:
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         params = state.params.numpy()
         n, d = params.shape
+        head = params[:, :8].copy()  # first coordinates of the injected particles
+        m = self.candidates + 1
+        population = np.empty((n, m, d), dtype=np.float32)  # what the evaluator gets
         with private_numpy_random(self.numpy_state):
             if not self.strategies:
                 self._start(params)
-            asked = []
-            for es, particle in zip(self.strategies, params, strict=True):
+            asked = []  # pycma's own solution lists, handed back to `tell` unchanged
+            for i, (es, particle) in enumerate(zip(self.strategies, params, strict=True)):
                 es.inject([particle.astype(np.float64)], force=True)
-                asked.append(np.asarray(es.ask()))
-        population = np.stack(asked)  # [n, K+1, d] float64
-        m = population.shape[1]
-        flat = torch.from_numpy(population.reshape(n * m, d).astype(np.float32))
-        fitness = evaluate(state, ctx, flat).reshape(n, m)
+                asked.append(es.ask())
+                for j, x in enumerate(asked[-1]):
+                    population[i, j] = x
+        fitness = evaluate(state, ctx, torch.from_numpy(population.reshape(n * m, d)))
+        fitness = fitness.reshape(n, m)
         with private_numpy_random(self.numpy_state):
             for es, x, f in zip(self.strategies, asked, fitness, strict=True):
-                es.tell(list(x), list(-f))  # pycma minimises
-            means = np.stack([es.mean for es in self.strategies])
-        state.params.copy_(torch.from_numpy(means.astype(np.float32)))
+                es.tell(x, list(-f))  # pycma minimises
+            for i, es in enumerate(self.strategies):
+                params[i] = es.mean  # in place: the sampler's numpy view stays valid
         # Where the injected particle ranked: pycma places it after its two TPA step-size probes.
         # (8 coordinates identify it: a sample matching the particle there has probability 0.)
-        injected = np.abs(population[:, :, :8] - params[:, None, :8]).max(axis=2).argmin(axis=1)
+        injected = np.abs(population[:, :, :8] - head[:, None, :])
+        injected = injected.max(axis=2).argmin(axis=1)
         rank = (fitness > fitness[np.arange(n), injected][:, None]).sum(axis=1)
         state.scalars["cmaes_sigma_mean"] = float(np.mean([es.sigma for es in self.strategies]))
         state.scalars["cmaes_particle_rank_mean"] = float(rank.mean())
