@@ -81,12 +81,14 @@ class CMAESAroundParticles:
     """One separable CMA-ES per particle, from the ``cma`` package through ask/tell.
 
     ``CMA_diagonal=True`` (sep-CMA-ES): a full covariance at d ≈ 7,000 would be a 7k×7k matrix
-    with an O(d³) eigendecomposition per particle. Each iteration the SVPG-stepped particle is
-    ``inject``-ed into its CMA-ES (pycma's way to propose an outside solution), ``ask`` returns
-    it together with ``K`` samples around the CMA-ES mean (two of them are the probes along the
-    last mean shift of pycma's default step-size rule for this case, TPA), all ``n·(K+1)`` are
-    evaluated in one batch, ``tell`` updates the distribution, and the particle becomes the new
-    CMA-ES mean.
+    with an O(d³) eigendecomposition per particle. Each iteration, as in
+    :class:`CEMAroundParticles`, the CMA-ES is centred on the SVPG-stepped particle (its
+    ``mean`` set to it before ``ask``; pycma's ``tell`` measures the mean shift, and so its
+    evolution paths, from there: they follow the CMA-ES's own moves, not the gradient's), the
+    particle is ``inject``-ed as a candidate, ``ask`` returns it with ``K`` samples around it
+    (two of them are the probes along the last mean shift of TPA, pycma's default step-size
+    rule here), all ``n·(K+1)`` are evaluated in one batch, ``tell`` updates the distribution,
+    and the particle becomes the new CMA-ES mean.
 
     pycma draws its normals from a private generator (its ``randn`` option) seeded from the run
     seed; ``verbose=-9`` silences it; numpy's global random state is never touched (calls also
@@ -135,7 +137,8 @@ class CMAESAroundParticles:
                 self._start(params)
             asked = []  # pycma's own solution lists, handed back to `tell` unchanged
             for i, (es, particle) in enumerate(zip(self.strategies, params, strict=True)):
-                es.inject([particle.astype(np.float64)], force=True)
+                es.mean = particle.astype(np.float64)  # samples around the stepped particle
+                es.inject([es.mean.copy()], force=True)
                 asked.append(es.ask())
                 for j, x in enumerate(asked[-1]):
                     population[i, j] = x
