@@ -71,7 +71,7 @@ def curves_on_grid(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarr
         steps = curves["env_steps"]
         index = np.searchsorted(steps, grid, side="right") - 1
         for key in out:
-            values = _forward_fill(curves[key])
+            values = forward_fill(curves[key])
             row = np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
             out[key].append(row)
     return {key: np.array(rows) for key, rows in out.items()}
@@ -87,7 +87,7 @@ def scalar_on_grid(run_dirs: list[Path], name: str, grid: np.ndarray) -> np.ndar
     return np.array(rows)
 
 
-def _forward_fill(values: np.ndarray) -> np.ndarray:
+def forward_fill(values: np.ndarray) -> np.ndarray:
     """Iterations where no episode ended (NaN) keep the previous value."""
     filled = values.copy()
     for i in range(1, filled.size):

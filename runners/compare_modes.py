@@ -26,6 +26,7 @@ from _common import (
     bootstrap_median_ci,
     curves_on_grid,
     fmt_ci,
+    forward_fill,
     launch,
     scalar_on_grid,
     scalar_series,
@@ -45,15 +46,26 @@ def _run_dir(out: Path, mode: str, seed: int) -> Path:
     return out / mode / f"seed{seed}"
 
 
-def _final(run_dir: Path) -> dict[str, float]:
+FINAL_SHARE = 0.1  # "final" = the average over the last 10 % of the budget
+
+
+def _final(run_dir: Path, budget: int) -> dict[str, float]:
+    """Best/mean particle return averaged over the iterations in the last 10 % of the budget.
+
+    One iteration's value alone depends on which episodes happened to end in it (on
+    MountainCarContinuous, 999-step episodes end every other iteration); iterations where none
+    ended hold the previous value.
+    """
     curves = load_curves(run_dir)
-    last = {}
+    late = curves["env_steps"] > (1 - FINAL_SHARE) * budget
+    late[-1] = True
+    final = {}
     for key in ("best", "mean"):
-        finite = curves[key][np.isfinite(curves[key])]
-        last[key] = float(finite[-1]) if finite.size else float("nan")
-    last["iterations"] = int(curves["iteration"][-1])
-    last["env_steps"] = int(curves["env_steps"][-1])
-    return last
+        values = forward_fill(curves[key])[late]
+        final[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    final["iterations"] = int(curves["iteration"][-1])
+    final["env_steps"] = int(curves["env_steps"][-1])
+    return final
 
 
 def _erl_extras(run_dir: Path) -> dict[str, float]:
@@ -108,7 +120,7 @@ def main() -> None:
         ],
     )
     for mode in args.modes:
-        finals = [_final(_run_dir(args.out, mode, s)) for s in range(args.seeds)]
+        finals = [_final(_run_dir(args.out, mode, s), args.budget) for s in range(args.seeds)]
         best = np.array([f["best"] for f in finals])
         mean = np.array([f["mean"] for f in finals])
         iterations = int(np.median([f["iterations"] for f in finals]))
