@@ -16,7 +16,7 @@ from evo_svpg.plot import load_curves
 
 
 def launch(run_dir: Path, flags: list[str]) -> float:
-    """Run ``evo-svpg run FLAGS --out RUN_DIR`` in its own process; wall seconds.
+    """Run ``evo-svpg run FLAGS --out RUN_DIR`` in its own process; its total wall seconds.
 
     A directory that already holds a run (an interrupted comparison) is resumed instead, so
     re-running a runner after Ctrl-C loses nothing. The run's output goes to ``RUN_DIR.log``.
@@ -31,7 +31,12 @@ def launch(run_dir: Path, flags: list[str]) -> float:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"run failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
-    return time.perf_counter() - start
+    # Wall time accumulates over the sessions of a run (first launch, resumes).
+    wall_file = run_dir.with_name(run_dir.name + ".wall")
+    before = float(wall_file.read_text()) if wall_file.exists() else 0.0
+    total = before + time.perf_counter() - start
+    wall_file.write_text(f"{total:.3f}\n")
+    return total
 
 
 def bootstrap_median_ci(

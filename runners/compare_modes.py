@@ -46,6 +46,14 @@ def _run_dir(out: Path, mode: str, seed: int) -> Path:
     return out / mode / f"seed{seed}"
 
 
+def _finished(run_dir: Path, budget: int) -> bool:
+    summary = run_dir / "summary.json"
+    wall = run_dir.with_name(run_dir.name + ".wall")
+    if not (summary.exists() and wall.exists()):
+        return False
+    return json.loads(summary.read_text())["env_steps"] >= budget
+
+
 FINAL_SHARE = 0.1  # "final" = the average over the last 10 % of the budget
 
 
@@ -97,7 +105,10 @@ def main() -> None:
             "--mode", mode, "--env", args.env, "--seed", str(seed), "--budget", str(args.budget),
             "--iterations", str(NO_ITERATION_LIMIT), "--threads", str(threads), *args.extra,
         ]  # fmt: skip
-        wall = launch(_run_dir(args.out, mode, seed), flags)
+        run_dir = _run_dir(args.out, mode, seed)
+        if _finished(run_dir, args.budget):  # a re-run of the runner only redoes the tables
+            return float(run_dir.with_name(run_dir.name + ".wall").read_text())
+        wall = launch(run_dir, flags)
         print(f"  {mode} seed {seed}: {wall:.0f} s", flush=True)
         return wall
 
@@ -143,7 +154,9 @@ def main() -> None:
                 f"{fmt_ci(bootstrap_median_ci(champion))}; migrated particles became elites "
                 f"{elite:.0%} and were selected {selected:.0%} of the time (median over seeds)"
             )
-    lines += ["", f"total wall time: {total:.0f} s with {args.jobs} runs at a time"]
+    spent = sum(walls.values())
+    lines += ["", f"runs' wall time: {spent:.0f} s in all ({args.jobs} at a time; this "
+              f"invocation {total:.0f} s)"]  # fmt: skip
     table = "\n".join(lines)
     print(table)
     args.out.mkdir(parents=True, exist_ok=True)
