@@ -121,8 +121,8 @@ MODES: dict[str, Mode] = {
         _cem,
     ),
     "cmaes-per-particle": Mode(
-        "SVPG, then one separable CMA-ES per particle (pycma ask/tell, the stepped particle "
-        "injected): the particle becomes the CMA-ES mean",
+        "SVPG, then one separable CMA-ES per particle (pycma ask/tell) centred on the stepped "
+        "particle: the particle becomes the new CMA-ES mean",
         _cmaes,
     ),
     "select": Mode(
