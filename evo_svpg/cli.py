@@ -28,7 +28,7 @@ from evo_svpg.callbacks import (
 from evo_svpg.config import RunConfig, field_docs, load_toml
 from evo_svpg.engine import build_run, load_run_state, train
 from evo_svpg.estimators import ESTIMATORS
-from evo_svpg.modes import MODES, operator_names
+from evo_svpg.modes import MODES, describe_operators, operator_names
 from evo_svpg.policy import ACTIVATIONS
 from evo_svpg.sampler import NonFiniteError
 
@@ -115,7 +115,7 @@ def _describe(run) -> dict:
             "envs_per_policy": run.layout.envs_per_policy,
             "n_params": run.spec.n_params,
             "env_fast_path": run.env.is_fast_path,
-            "operators": [type(op).__name__ for op in run.operators],
+            "operators": describe_operators(run.operators),
             "torch_threads": torch.get_num_threads(),
             "blas": _blas_info(),
             "torch_version": torch.__version__,
@@ -179,6 +179,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_modes(args: argparse.Namespace) -> int:
     for name, mode in MODES.items():
         print(f"{name:18s} {mode.description}\n{'':18s} [{operator_names(name)}]")
+    print("(Every(k, ...) shows the default period; config.json records the one a run used)")
     return 0
 
 

@@ -145,15 +145,20 @@ MODES: dict[str, Mode] = {
 }
 
 
-def operator_names(mode: str) -> str:
-    """``"CollectRollouts → ... → Every(10, TournamentReplacement)"``: a mode's operators."""
-    from evo_svpg.config import RunConfig
-    from evo_svpg.policy import PolicySpec
+def describe_operators(ops: list[Operator]) -> str:
+    """``"CollectRollouts → ... → Every(10, TournamentReplacement)"``."""
 
     def name(op) -> str:
         if isinstance(op, Every):
             return f"Every({op.period}, {name(op.op)})"
         return type(op).__name__
 
-    ops = MODES[mode].build(RunConfig(mode=mode), PolicySpec(4, 2, True))
     return " → ".join(name(op) for op in ops)
+
+
+def operator_names(mode: str) -> str:
+    """The operators of ``mode`` with the default settings (the README table, `evo-svpg modes`)."""
+    from evo_svpg.config import RunConfig
+    from evo_svpg.policy import PolicySpec
+
+    return describe_operators(MODES[mode].build(RunConfig(mode=mode), PolicySpec(4, 2, True)))

@@ -101,6 +101,8 @@ def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_pa
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["mode"] == mode
     assert config["resolved"]["policies"] == policies
+    if mode in ("select", "evolution"):  # the period actually run, not the default
+        assert "Every(2, " in config["resolved"]["operators"]
     assert (out / "checkpoint.pt").exists()
     assert (out / "summary.json").exists()
     assert any((out / "tensorboard").iterdir())
