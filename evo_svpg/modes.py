@@ -45,7 +45,8 @@ def _one_worker_whole_budget(cfg) -> Layout:
     return Layout(1, n * cfg.steps_per_particle, n * cfg.envs_per_particle)
 
 
-def _svpg(cfg) -> list[Operator]:
+def svpg_operators(cfg) -> list[Operator]:
+    """The SVPG step as operators: the prefix of every SVPG-based mode."""
     return [
         CollectRollouts(),
         PolicyGradient(),
@@ -55,7 +56,7 @@ def _svpg(cfg) -> list[Operator]:
 
 
 def _pure(cfg, spec) -> list[Operator]:
-    return _svpg(cfg)
+    return svpg_operators(cfg)
 
 
 def _independent(cfg, spec) -> list[Operator]:
@@ -67,12 +68,12 @@ def _cem(cfg, spec) -> list[Operator]:
         cfg.cem_candidates, cfg.cem_elites, cfg.cem_init_var, cfg.cem_floor,
         cfg.cem_floor_limit, cfg.subseed(10),
     )  # fmt: skip
-    return [*_svpg(cfg), cem]
+    return [*svpg_operators(cfg), cem]
 
 
 def _cmaes(cfg, spec) -> list[Operator]:
     return [
-        *_svpg(cfg),
+        *svpg_operators(cfg),
         CMAESAroundParticles(cfg.cem_candidates, cfg.cmaes_sigma0, cfg.subseed(11)),
     ]
 
@@ -81,12 +82,12 @@ def _select(cfg, spec) -> list[Operator]:
     select = TournamentReplacement(
         cfg.select_fraction, cfg.select_tournament, cfg.select_mutation_std, cfg.subseed(12)
     )
-    return [*_svpg(cfg), Every(cfg.select_every, select)]
+    return [*svpg_operators(cfg), Every(cfg.select_every, select)]
 
 
 def _evolution(cfg, spec) -> list[Operator]:
     overwrite = BottomOverwrite(cfg.evolution_fraction, cfg.evolution_noise, cfg.subseed(13))
-    return [*_svpg(cfg), Every(cfg.evolution_every, overwrite)]
+    return [*svpg_operators(cfg), Every(cfg.evolution_every, overwrite)]
 
 
 def _erl(cfg, spec) -> list[Operator]:
@@ -94,7 +95,7 @@ def _erl(cfg, spec) -> list[Operator]:
         spec, cfg.erl_population, erl_elites(cfg), cfg.erl_tournament, cfg.erl_sync_every,
         cfg.erl_migrants, cfg.subseed(14),
     )  # fmt: skip
-    return [*_svpg(cfg), population]
+    return [*svpg_operators(cfg), population]
 
 
 @dataclass(frozen=True)
