@@ -8,7 +8,8 @@ functions act on ``[n, ...]`` tensors at once, so ``n`` searches cost one tensor
 * ``μ' = Σ_r w_r z_(r)`` over the ``k`` best candidates;
 * ``var' = (1/k) Σ_r w_r (z_(r) − μ)² + ε_t``: CEM-RL's update, *including* its extra ``1/k``
   on top of the normalised weights (it shrinks the variance fast, toward the floor ``ε_t``);
-* ``ε_t = 0.95 ε_{t−1} + 0.05 · limit`` (ε_0 = 1e-3, limit = 1e-5 in CEM-RL).
+* ``ε_t = 0.95 ε_{t−1} + 0.05 · limit`` (ε_0 = 1e-3, limit = 1e-5 in CEM-RL), decayed *before*
+  it is added, as in CEM-RL's ``tell`` (the first update adds ε_1 = 9.505e-4).
 """
 
 from __future__ import annotations

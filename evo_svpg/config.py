@@ -188,16 +188,30 @@ class RunConfig:
 
 def erl_elites(cfg: RunConfig) -> int:
     """Elites of ERL's population: ``int(fraction · size)``, at least 1 (as in ERL's code)."""
-    return max(1, int(cfg.erl_elite_fraction * cfg.erl_population))
+    return max(1, fraction_count(cfg.erl_elite_fraction, cfg.erl_population))
+
+
+def fraction_count(fraction: float, n: int) -> int:
+    """``floor(fraction · n)``, robust to float error (0.29 × 100 is 28.999…, counted as 29)."""
+    return math.floor(fraction * n + 1e-9)
 
 
 def replaces_at_least_one(cfg: RunConfig, name: str) -> None:
     """Selection of ``int(fraction · particles)`` particles must select someone."""
     value = getattr(cfg, name)
-    if int(value * cfg.particles) < 1:
+    if fraction_count(value, cfg.particles) < 1:
         raise ValueError(
             f"{name}={value!r} replaces int({value!r} × particles={cfg.particles}) = 0 "
             f"particles; use at least {1 / cfg.particles:.3g} or more particles"
+        )
+
+
+def migrants_fit(cfg: RunConfig) -> None:
+    """ERL copies ``erl_migrants`` distinct particles per sync: there must be that many."""
+    if cfg.erl_migrants > cfg.particles:
+        raise ValueError(
+            f"erl_migrants={cfg.erl_migrants} must be <= particles={cfg.particles} (each sync "
+            "copies that many distinct particles)"
         )
 
 

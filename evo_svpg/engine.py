@@ -150,7 +150,8 @@ def load_run_state(run: Run, payload: dict) -> None:
         op.load_state_dict(op_state)
     run.ctx.estimator.load_state_dict(payload["estimator"])
     run.ctx.sampler.load_state_dict(payload["sampler"])
-    run.ctx.evaluator.load_state_dict(payload["evaluator"])
+    if "evaluator" in payload:  # checkpoints written before evaluators existed have none
+        run.ctx.evaluator.load_state_dict(payload["evaluator"])
     torch.set_rng_state(payload["torch_rng"])
 
 

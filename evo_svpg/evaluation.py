@@ -14,10 +14,14 @@ the cost, never the result.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
+
+logger = logging.getLogger("evo_svpg")
 
 
 class Evaluator:
@@ -35,6 +39,7 @@ class Evaluator:
             raise ValueError(f"episodes={episodes} must be >= 1")
         self.env_id, self.spec, self.episodes, self.seed = env_id, spec, episodes, seed
         self.compact = compact
+        self._resumed = False
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
         self._envs: dict[int, BatchedEnv] = {}
         self._pending_env_states: dict[int, dict] = {}
@@ -54,6 +59,15 @@ class Evaluator:
                 )
             if m in self._pending_env_states:
                 env.set_state(self._pending_env_states.pop(m))
+            elif self._resumed and not env.is_fast_path:
+                # Generic envs cannot be snapshotted: continue from a fresh seed rather than
+                # replay the start states of the run's first evaluations.
+                logger.warning(
+                    "%s is on the generic gymnasium path: the resumed run's evaluation episodes "
+                    "start from a fresh seed, so it is not bit-identical to an uninterrupted one",
+                    self.env_id,
+                )
+                env.reset(seed=int(self.rng.integers(2**31)))
             self._envs[m] = env
         return env
 
@@ -102,5 +116,6 @@ class Evaluator:
 
     def load_state_dict(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+        self._resumed = True
         self._envs.clear()
         self._pending_env_states = dict(state["envs"])

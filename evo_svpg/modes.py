@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from evo_svpg.config import erl_elites, replaces_at_least_one
+from evo_svpg.config import erl_elites, migrants_fit, replaces_at_least_one
 from evo_svpg.operators import (
     AdamAscent,
     CollectRollouts,
@@ -142,6 +142,7 @@ MODES: dict[str, Mode] = {
         "SVPG beside an ERL population (10 actors: elitism, tournaments, crossover, "
         "mutation); the best particles migrate into it every erl_sync_every iterations",
         _erl,
+        validate=lambda cfg: migrants_fit(cfg),
     ),
 }
 

@@ -1,5 +1,7 @@
 """The batched fresh-episode evaluator: honest step counts, compaction, seeding, resume."""
 
+import logging
+
 import gymnasium
 import numpy as np
 import pytest
@@ -94,3 +96,16 @@ def test_evaluator_state_roundtrip_continues_identically():
 def test_bad_episode_count_is_refused():
     with pytest.raises(ValueError, match="episodes"):
         Evaluator("CartPole-v1", CARTPOLE, episodes=0, seed=0)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # gymnasium on CartPole-v0
+def test_generic_env_resume_warns_and_does_not_replay_the_first_evaluations(caplog):
+    theta = _policies(CARTPOLE, 3)
+    first = Evaluator("CartPole-v0", CARTPOLE, episodes=4, seed=0)  # generic gymnasium path
+    replayed = first.returns(theta)
+    resumed = Evaluator("CartPole-v0", CARTPOLE, episodes=4, seed=0)
+    resumed.load_state_dict(first.state_dict())
+    with caplog.at_level(logging.WARNING, logger="evo_svpg"):
+        again = resumed.returns(theta)
+    assert "not bit-identical" in caplog.text
+    assert not np.array_equal(again[0], replayed[0])

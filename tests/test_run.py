@@ -235,6 +235,10 @@ def test_short_pure_run_clearly_improves_over_its_first_iteration(tmp_path):
         (["--cem-elites", "12"], r"cem_elites=12 must be <= cem_candidates \+ 1 = 9"),
         (["--mode", "select", "--select-fraction", "0.01"], r"select_fraction=0.01 replaces .* 0"),
         (["--erl-migrants", "9"], r"erl_migrants=9 must be <= erl_population - elites = 8"),
+        (
+            ["--mode", "erl", "--particles", "3", "--erl-migrants", "5"],
+            r"erl_migrants=5 must be <= particles=3",
+        ),
         (["--budget", "-1"], r"budget=-1 must be an integer >= 0"),
         (["--estimator", "ppo"], r"choose from .*reinforce.*a2c"),
         (["--env", "NoSuchEnv-v9"], r"CartPole-v1.*Pendulum-v1|Pendulum-v1.*CartPole-v1"),

@@ -1,5 +1,6 @@
 """Selection operators (select, evolution, ERL's SSNE) and what clones inherit."""
 
+import copy
 import random
 
 import numpy as np
@@ -178,7 +179,7 @@ def test_erl_population_resumes_identically():
     a = ERLPopulation(SPEC, 6, 1, 3, 2, 1, seed=4)
     step(a, 3)
     b = ERLPopulation(SPEC, 6, 1, 3, 2, 1, seed=9)
-    b.load_state_dict(a.state_dict())
+    b.load_state_dict(copy.deepcopy(a.state_dict()))  # as a checkpoint does: no shared tensors
     step(a, 3)
     step(b, 3)
     assert torch.equal(a.pop, b.pop)

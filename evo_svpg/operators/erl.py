@@ -16,8 +16,9 @@ probability ``c / size`` (same expected count). ERL's crossover swaps ``c < 2·o
 one after another; here each output unit (its incoming weights and its bias) is copied a←b or
 b←a with probability ``c / (2·out)`` each.
 
-Every ``sync_every`` iterations the best ``migrants`` SVPG particles (by this iteration's
-rollout fitness) are copied over the worst non-elite actors; ERL's "RL selection rate" counts,
+Every ``sync_every`` iterations the best ``migrants`` SVPG particles (ranked by this
+iteration's rollout return, measured before their gradient step; the copies are the stepped
+particles) are copied over the worst non-elite actors; ERL's "RL selection rate" counts,
 at the next selection, whether each migrant became an elite, was selected, or was discarded.
 Nothing flows back to the particles (ERL's RL learner only gains from the shared replay
 buffer, which an on-policy SVPG cannot use).
@@ -144,6 +145,8 @@ class ERLPopulation:
             self.outcomes[outcome or "discarded"] += 1
         self.injected = np.zeros(0, dtype=np.int64)
         free = [i for i in range(self.size) if i not in offspring and i not in elite_index]
+        with private_python_random(self.python_random):
+            random.shuffle(free)  # as ERL shuffles its unselected slots
         new_elites = []
         for e in elite_index.tolist():  # elites are copied into free slots, never mutated
             slot = free.pop(0) if free else offspring.pop(0)

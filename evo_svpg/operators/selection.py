@@ -17,6 +17,7 @@ import torch
 from deap import tools
 from torch import Tensor
 
+from evo_svpg.config import fraction_count
 from evo_svpg.operators.base import Context, PopulationState, ranking_key
 from evo_svpg.rng import PythonRandomState, private_python_random
 
@@ -70,7 +71,8 @@ class TournamentReplacement:
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         n = state.params.shape[0]
         order = worst_first(state.fitness)
-        losers, survivors = order[: int(self.fraction * n)], order[int(self.fraction * n) :]
+        k = fraction_count(self.fraction, n)
+        losers, survivors = order[:k], order[k:]
         winners = tournament_winners(
             survivors, ranking_key(state.fitness), losers.size, self.tournament, self.python_random
         )
@@ -103,7 +105,8 @@ def overwrite_bottom(
     """
     n, d = params.shape
     order = worst_first(fitness)
-    bottom, survivors = order[: int(fraction * n)], order[int(fraction * n) :]
+    k = fraction_count(fraction, n)
+    bottom, survivors = order[:k], order[k:]
     parents = rng.choice(survivors, size=bottom.size, replace=True)
     jitter = noise * (rng.random((bottom.size, d), dtype=np.float32) - 0.5)
     new = params.clone()

@@ -52,10 +52,10 @@ class CEMAroundParticles:
         population = torch.cat([mean.unsqueeze(1), samples], dim=1)  # [n, K+1, d]; 0 = particle
         m = population.shape[1]
         fitness = evaluate(state, ctx, population.reshape(n * m, d)).reshape(n, m)
+        self.floor = next_floor(self.floor, self.floor_limit)  # CEM-RL decays, then adds it
         new_mean, self.var, elite_index = sep_cem_update(
             mean, population, torch.from_numpy(fitness), self.elites, self.floor
         )
-        self.floor = next_floor(self.floor, self.floor_limit)
         state.params.copy_(new_mean)  # in place: the sampler's numpy view stays valid
         state.scalars["cem_std_mean"] = float(self.var.sqrt().mean())
         state.scalars["cem_floor"] = self.floor
@@ -85,10 +85,11 @@ class CMAESAroundParticles:
     :class:`CEMAroundParticles`, the CMA-ES is centred on the SVPG-stepped particle (its
     ``mean`` set to it before ``ask``; pycma's ``tell`` measures the mean shift, and so its
     evolution paths, from there: they follow the CMA-ES's own moves, not the gradient's), the
-    particle is ``inject``-ed as a candidate, ``ask`` returns it with ``K`` samples around it
-    (two of them are the probes along the last mean shift of TPA, pycma's default step-size
-    rule here), all ``n·(K+1)`` are evaluated in one batch, ``tell`` updates the distribution,
-    and the particle becomes the new CMA-ES mean.
+    particle is ``inject``-ed as a candidate, ``ask`` returns it with ``K`` samples around it,
+    all ``n·(K+1)`` are evaluated in one batch, ``tell`` updates the distribution, and the
+    particle becomes the new CMA-ES mean. pycma picks the step-size rule: TPA for d ≥ 300
+    (every seed-architecture policy; two of the K samples are then its probes along the last
+    mean shift), CSA below (with K ≤ 4 it also adds a selective mirror).
 
     pycma draws its normals from a private generator (its ``randn`` option) seeded from the run
     seed; ``verbose=-9`` silences it; numpy's global random state is never touched (calls also
@@ -149,7 +150,7 @@ class CMAESAroundParticles:
                 es.tell(x, list(-f))  # pycma minimises
             for i, es in enumerate(self.strategies):
                 params[i] = es.mean  # in place: the sampler's numpy view stays valid
-        # Where the injected particle ranked: pycma places it after its two TPA step-size probes.
+        # Where the injected particle ranked; pycma may place it after its TPA probes or mirror.
         # (8 coordinates identify it: a sample matching the particle there has probability 0.)
         injected = np.abs(population[:, :, :8] - head[:, None, :])
         injected = injected.max(axis=2).argmin(axis=1)
