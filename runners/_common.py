@@ -5,6 +5,7 @@ Runners import this module (they run from ``runners/``); they never copy code fr
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -37,6 +38,16 @@ def launch(run_dir: Path, flags: list[str]) -> float:
     total = before + time.perf_counter() - start
     wall_file.write_text(f"{total:.3f}\n")
     return total
+
+
+def write_outputs(out: Path, table: str, summary: dict, plot) -> None:
+    """Print ``table``; write ``table.md``, ``summary.json`` and ``plot(out / "curves.png")``."""
+    print(table)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table + "\n")
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    plot(out / "curves.png")
+    print(f"wrote {out}/table.md, summary.json, curves.png")
 
 
 def bootstrap_median_ci(

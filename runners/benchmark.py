@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from evo_svpg.callbacks import Checkpointer, MetricsCSV, Summary, TensorBoardScalars
+from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV, Summary, TensorBoardScalars
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, set_threads, train
 from evo_svpg.envs import make_batched_env
@@ -135,22 +135,21 @@ def svgd_timing(n: int, d: int, reps: int = 200) -> float:
 class _Timed:
     """Wraps an operator or the evaluator and accumulates the seconds spent in it."""
 
-    def __init__(self, inner, method: str = "__call__") -> None:
-        self.inner, self.method, self.seconds = inner, method, 0.0
+    def __init__(self, inner) -> None:
+        self.inner, self.seconds = inner, 0.0
+
+    def _timed(self, fn, *args):
+        start = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self.seconds += time.perf_counter() - start
 
     def __call__(self, *args):
-        start = time.perf_counter()
-        try:
-            return self.inner(*args)
-        finally:
-            self.seconds += time.perf_counter() - start
+        return self._timed(self.inner, *args)
 
     def returns(self, theta):
-        start = time.perf_counter()
-        try:
-            return self.inner.returns(theta)
-        finally:
-            self.seconds += time.perf_counter() - start
+        return self._timed(self.inner.returns, theta)
 
     def __getattr__(self, name):
         return getattr(self.inner, name)
@@ -208,15 +207,11 @@ def cmaes_overhead(env_id: str, iterations: int) -> dict:
     run.ctx.evaluator = evaluator = _Timed(run.ctx.evaluator)
     shares, walls = [], []
 
-    class Share:
-        def on_start(self, run): ...
+    class Share(Callback):
         def on_iteration(self, run, record):
             shares.append((op.seconds - evaluator.seconds) / record.seconds)
             walls.append(record.seconds)
             op.seconds = evaluator.seconds = 0.0
-
-        def on_end(self, run): ...
-        def on_interrupt(self, run, exc): ...
 
     train(run, [Share()])
     return {"env": env_id, "pycma_share": statistics.median(shares[1:]),

@@ -11,13 +11,12 @@ seeds), how many seeds' best particle reached 475 (and at which iteration), and 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from _common import launch
+from _common import launch, write_outputs
 
 from evo_svpg.plot import load_curves
 
@@ -74,12 +73,7 @@ def main() -> None:
         summary[mode] = {"final_best": best.tolist(), "final_mean": mean.tolist(),
                          "first_iteration_at_475": firsts, "wall_seconds": mode_walls}  # fmt: skip
     lines += ["", f"total wall time: {total:.1f} s"]
-    table = "\n".join(lines)
-    print(table)
-    (args.out / "table.md").write_text(table + "\n")
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _plot(args, args.out / "curves.png")
-    print(f"wrote {args.out}/table.md, summary.json, curves.png")
+    write_outputs(args.out, "\n".join(lines), summary, lambda target: _plot(args, target))
 
 
 def _plot(args, target: Path) -> None:

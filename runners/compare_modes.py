@@ -30,6 +30,7 @@ from _common import (
     launch,
     scalar_on_grid,
     scalar_series,
+    write_outputs,
 )
 
 from evo_svpg.modes import MODES
@@ -157,13 +158,7 @@ def main() -> None:
     spent = sum(walls.values())
     lines += ["", f"runs' wall time: {spent:.0f} s in all ({args.jobs} at a time; this "
               f"invocation {total:.0f} s)"]  # fmt: skip
-    table = "\n".join(lines)
-    print(table)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "table.md").write_text(table + "\n")
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    _plot(args, args.out / "curves.png")
-    print(f"wrote {args.out}/table.md, summary.json, curves.png")
+    write_outputs(args.out, "\n".join(lines), summary, lambda target: _plot(args, target))
 
 
 def _plot(args, target: Path) -> None:
