@@ -67,7 +67,17 @@ CASES: dict[str, tuple[Policy, bool, bool]] = {
     "MountainCar-v0": (_mountain_car_policy, True, True),
     "MountainCarContinuous-v0": (_mountain_car_continuous_policy, True, True),
     "Pendulum-v1": (_pendulum_policy, False, True),
+    # Sparse rewards, same dynamics: the same policies reach the goal (reward 1) and time out.
+    "evo_svpg/MountainCarSparse-v0": (_mountain_car_policy, True, True),
+    "evo_svpg/MountainCarContinuousSparse-v0": (_mountain_car_continuous_policy, True, True),
 }
+
+# ids whose physics has MountainCarContinuous' float64-after-reset / float32-after-step state
+CONTINUOUS_CARS = ("MountainCarContinuous-v0", "evo_svpg/MountainCarContinuousSparse-v0")
+
+
+def test_cases_cover_every_fast_path_id() -> None:
+    assert set(CASES) == set(FAST_PATH_IDS)
 
 
 def _gym_reset_state(env_id: str, state_row: np.ndarray) -> np.ndarray:
@@ -189,7 +199,7 @@ def _random_states(env_id: str, m: int, rng: np.random.Generator) -> dict[str, n
         s[: m // 10, 0] = -1.2
         s[m // 10 : m // 5, 1] = rng.choice([-0.07, 0.07], m // 10)
         s[m // 5 : m // 4, 0] = rng.uniform(0.4, 0.55, m // 4 - m // 5)
-    if env_id != "MountainCarContinuous-v0":
+    if env_id not in CONTINUOUS_CARS:
         return {"_s": s}
     # gymnasium's state is float32 after a step, float64 [position, 0.0] after a reset
     fresh = rng.random(m) < 0.3
@@ -201,7 +211,7 @@ def _random_states(env_id: str, m: int, rng: np.random.Generator) -> dict[str, n
 
 def _gym_state(env_id: str, physics: dict[str, np.ndarray], i: int) -> np.ndarray:
     """Env i's physics state with the dtype gymnasium keeps in ``env.state`` mid-episode."""
-    if env_id == "MountainCarContinuous-v0" and not physics["_fresh"][i]:
+    if env_id in CONTINUOUS_CARS and not physics["_fresh"][i]:
         return physics["_s"][i].astype(np.float32)
     return physics["_s"][i].copy()
 

@@ -29,17 +29,30 @@ class GenericVectorEnv(BatchedEnv):
 
     ``reset(seed=s)`` seeds copy ``i`` with ``s + i`` (gymnasium's vector-env convention); a
     ``seed`` given to the constructor is used by the first ``reset()`` without a seed.
-    Rewards are float64, observations float32.
+    Rewards are float64, observations float32. ``max_episode_steps`` (validated by
+    :func:`~evo_svpg.envs.make_batched_env`) replaces the registered time limit; None keeps it.
     """
 
-    def __init__(self, env_id: str, num_envs: int, seed: int | None = None, reason: str = ""):
+    def __init__(
+        self,
+        env_id: str,
+        num_envs: int,
+        seed: int | None = None,
+        reason: str = "",
+        max_episode_steps: int | None = None,
+    ) -> None:
         self.num_envs = check_num_envs(num_envs)
         self.env_id = env_id
+        # make_vec hands keyword arguments it does not know to gymnasium.make for every copy,
+        # and make's own max_episode_steps replaces the spec's TimeLimit. Only passed when set,
+        # so without an override the env is built exactly as gymnasium registers it.
+        limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
         self._envs = gymnasium.make_vec(
             env_id,
             num_envs=self.num_envs,
             vectorization_mode="sync",
             vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
+            **limit,
         )
         try:
             obs_space = self._envs.single_observation_space
@@ -65,7 +78,7 @@ class GenericVectorEnv(BatchedEnv):
             )
         self.single_observation_space = obs_space
         self.single_action_space = act_space
-        spec = self._envs.envs[0].spec
+        spec = self._envs.envs[0].spec  # the copies' spec carries an overridden limit
         self.max_episode_steps = int(spec.max_episode_steps) if spec.max_episode_steps else 0
         self._seed = seed
         self._needs_reset = True

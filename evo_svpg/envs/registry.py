@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium
+import numpy as np
 
 from evo_svpg.envs.acrobot import AcrobotBatchedEnv
 from evo_svpg.envs.base import BatchedEnv, NumpyBatchedEnv, check_num_envs
@@ -10,6 +13,10 @@ from evo_svpg.envs.cartpole import CartPoleBatchedEnv
 from evo_svpg.envs.generic import GenericVectorEnv
 from evo_svpg.envs.mountain_car import MountainCarBatchedEnv, MountainCarContinuousBatchedEnv
 from evo_svpg.envs.pendulum import PendulumBatchedEnv
+from evo_svpg.envs.sparse_mountain_car import (
+    MountainCarContinuousSparseBatchedEnv,
+    MountainCarSparseBatchedEnv,
+)
 
 __all__ = ["FAST_PATH_IDS", "make_batched_env"]
 
@@ -21,24 +28,54 @@ _FAST_PATH: dict[str, type[NumpyBatchedEnv]] = {
         MountainCarBatchedEnv,
         MountainCarContinuousBatchedEnv,
         PendulumBatchedEnv,
+        MountainCarSparseBatchedEnv,
+        MountainCarContinuousSparseBatchedEnv,
     )
 }
 
 FAST_PATH_IDS: tuple[str, ...] = tuple(_FAST_PATH)
 
 
-def make_batched_env(env_id: str, num_envs: int, seed: int | None = None) -> BatchedEnv:
+def _check_max_episode_steps(max_episode_steps: Any) -> int | None:
+    """Validate a time-limit override: None (keep the env's limit) or an int >= 1.
+
+    Checked here, before either path, so both reject the same values with the same message:
+    gymnasium's ``make`` treats ``-1`` as "no ``TimeLimit`` at all" (episodes that never end),
+    which a typo should not select; the fast path would accept 0 or negatives silently
+    (truncating every step); and a bool would pass as the int 0 or 1.
+    """
+    if max_episode_steps is None:
+        return None
+    valid = "None (keep the environment's registered limit) or an int >= 1"
+    if isinstance(max_episode_steps, bool) or not isinstance(max_episode_steps, int | np.integer):
+        raise ValueError(f"max_episode_steps must be {valid}, got {max_episode_steps!r}")
+    if max_episode_steps < 1:
+        raise ValueError(
+            f"max_episode_steps must be {valid}, got max_episode_steps={max_episode_steps}"
+        )
+    return int(max_episode_steps)
+
+
+def make_batched_env(
+    env_id: str, num_envs: int, seed: int | None = None, max_episode_steps: int | None = None
+) -> BatchedEnv:
     """``num_envs`` copies of ``env_id`` with gymnasium's time limit and same-step autoreset.
 
     The ids in :data:`FAST_PATH_IDS` get a vectorised numpy implementation that reproduces
     gymnasium's dynamics bit for bit; any other id registered with gymnasium is wrapped in a
     ``SyncVectorEnv`` (:class:`~evo_svpg.envs.generic.GenericVectorEnv`, slower, no snapshots).
     ``seed`` seeds the environment's generator (``reset()`` without a seed then starts from it).
+    ``max_episode_steps`` replaces the registered time limit (None keeps it), with the same
+    effect as ``gymnasium.make(env_id, max_episode_steps=...)`` on both paths.
     """
     num_envs = check_num_envs(num_envs)
+    max_episode_steps = _check_max_episode_steps(max_episode_steps)
     cls = _FAST_PATH.get(env_id)
     if cls is not None:
-        return cls(num_envs, seed=seed)
+        env = cls(num_envs, seed=seed)
+        if max_episode_steps is not None:  # shadows the class default for this instance only
+            env.max_episode_steps = max_episode_steps
+        return env
     try:
         gymnasium.spec(env_id)  # also imports the module of a "module:EnvName-vN" id
     except (gymnasium.error.Error, ModuleNotFoundError) as err:
@@ -48,5 +85,9 @@ def make_batched_env(env_id: str, num_envs: int, seed: int | None = None) -> Bat
             "(through the slower generic path)"
         ) from err
     return GenericVectorEnv(
-        env_id, num_envs, seed=seed, reason=f"it is not one of the fast-path ids {FAST_PATH_IDS}"
+        env_id,
+        num_envs,
+        seed=seed,
+        reason=f"it is not one of the fast-path ids {FAST_PATH_IDS}",
+        max_episode_steps=max_episode_steps,
     )
