@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from evo_svpg.engine import IterationRecord, Run, run_state_dict
+from evo_svpg.operators.measure import MeasureQD
 from evo_svpg.sampler import NonFiniteError
 
 METRIC_COLUMNS = (
@@ -178,6 +179,27 @@ class Checkpointer(Callback):
     def on_interrupt(self, run: Run, exc: BaseException) -> None:
         if not isinstance(exc, NonFiniteError):
             self._save()
+
+
+class QDArrays(Callback):
+    """``qd.npz``: the grid archive's best return per cell and the (x, v) visitation counts
+    (``MeasureQD.arrays``), written with each checkpoint and at the end."""
+
+    def __init__(self, out: Path, every: int) -> None:
+        self.path, self.every = out / "qd.npz", every
+
+    def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        if record.iteration % self.every == 0:
+            self._save(run)
+
+    def on_end(self, run: Run) -> None:
+        self._save(run)
+
+    def _save(self, run: Run) -> None:
+        for op in run.operators:
+            if isinstance(op, MeasureQD):
+                arrays = op.arrays()
+                atomic_write_bytes(self.path, lambda fh, a=arrays: np.savez(fh, **a))
 
 
 class Progress(Callback):

@@ -16,11 +16,13 @@ from pathlib import Path
 import threadpoolctl
 import torch
 
+from evo_svpg.behaviour import DESCRIPTORS
 from evo_svpg.callbacks import (
     CHECKPOINT,
     Checkpointer,
     MetricsCSV,
     Progress,
+    QDArrays,
     ScalarsCSV,
     Summary,
     TensorBoardScalars,
@@ -29,11 +31,17 @@ from evo_svpg.config import RunConfig, field_docs, load_toml
 from evo_svpg.engine import build_run, load_run_state, train
 from evo_svpg.estimators import ESTIMATORS
 from evo_svpg.modes import MODES, describe_operators, operator_names
-from evo_svpg.policy import ACTIVATIONS
+from evo_svpg.policy import ACTIVATIONS, OBS_SCALINGS
 from evo_svpg.sampler import NonFiniteError
 
 RESUME_OVERRIDABLE = ("iterations", "budget", "device", "threads", "checkpoint_every")
-CHOICES = {"mode": tuple(MODES), "estimator": ESTIMATORS, "activation": ACTIVATIONS}
+CHOICES = {
+    "mode": tuple(MODES),
+    "estimator": ESTIMATORS,
+    "activation": ACTIVATIONS,
+    "descriptor": tuple(DESCRIPTORS),
+    "obs_scaling": OBS_SCALINGS,
+}
 
 
 def _sizes(text: str) -> tuple[int, ...]:
@@ -143,6 +151,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         MetricsCSV(out), ScalarsCSV(out), TensorBoardScalars(out), checkpointer, Summary(out),
         Progress(),
     ]  # fmt: skip
+    if cfg.qd_every:
+        callbacks.insert(-1, QDArrays(out, cfg.checkpoint_every))
     try:
         train(run, callbacks)
     except KeyboardInterrupt:
@@ -159,8 +169,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"{summary['final_mean_particle_return']:.1f}, "
         f"{summary['training_seconds_this_session']:.1f} s"
     )
+    qd = "qd.npz, " if cfg.qd_every else ""
     print(
-        f"results in {out}/ (metrics.csv, scalars.csv, config.json, summary.json, "
+        f"results in {out}/ (metrics.csv, scalars.csv, {qd}config.json, summary.json, "
         f"tensorboard/, {CHECKPOINT})"
     )
     print(f"plot them: evo-svpg plot {out}")

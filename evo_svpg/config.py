@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from evo_svpg.estimators import ESTIMATORS
-from evo_svpg.policy import ACTIVATIONS
+from evo_svpg.policy import ACTIVATIONS, OBS_SCALINGS
 from evo_svpg.svgd import BANDWIDTH_CONVENTIONS
 
 
@@ -45,6 +45,7 @@ class RunConfig:
     gae_lambda: float = _doc("GAE λ (a2c only)", 0.95)
     hidden_sizes: tuple[int, ...] = _doc("policy MLP hidden sizes (seed: 100,50,25)", (100, 50, 25))
     activation: str = _doc("hidden activation", "tanh")
+    obs_scaling: str = _doc("policy input: raw obs, or obs bounds mapped to [-1, 1]", "none")
     critic_hidden_sizes: tuple[int, ...] = _doc("critic MLP hidden sizes (a2c only)", (64, 64))
     critic_lr: float = _doc("critic Adam learning rate (a2c only)", 1e-3)
     critic_epochs: int = _doc("critic passes over each iteration's data (a2c only)", 2)
@@ -73,6 +74,16 @@ class RunConfig:
     erl_tournament: int = _doc("tournament size of ERL's selection (ERL: 3)", 3)
     erl_sync_every: int = _doc("iterations between copies of particles into it (ERL: 1-10)", 5)
     erl_migrants: int = _doc("best SVPG particles copied over its worst members per sync", 2)
+    # -- novelty and quality diversity (README "Novelty and quality diversity") ---------------
+    max_episode_steps: int = _doc("episode time limit; 0: gymnasium's (MountainCar: 200)", 0)
+    descriptor: str = _doc("behaviour descriptor of an episode (novelty, QD archive)", "extremes")
+    novelty_k: int = _doc("nearest neighbours averaged by novelty (NS-ES: 10)", 10)
+    archive_size: int = _doc("novelty archive bound; the oldest entry goes first", 100_000)
+    novelty_weight: float = _doc("weight of z(novelty) vs z(return) (novelty-reward)", 0.5)
+    qd_every: int = _doc("iterations between deterministic success tests; 0: no QD records", 0)
+    qd_eval_episodes: int = _doc("episodes per particle in a deterministic success test", 1)
+    qd_cells: int = _doc("grid-archive cells per descriptor dimension", 32)
+    qd_offset: float = _doc("QD-score offset: Σ over filled cells of (best − offset)", 0.0)
 
     def __post_init__(self) -> None:
         from evo_svpg.modes import MODES  # modes import operators, which import this module
@@ -81,6 +92,7 @@ class RunConfig:
         MODES[self.mode].validate(self)
         _choice("estimator", self.estimator, ESTIMATORS)
         _choice("activation", self.activation, ACTIVATIONS)
+        _choice("obs_scaling", self.obs_scaling, OBS_SCALINGS)
         for name in ("particles", "iterations", "steps_per_particle", "envs_per_particle"):
             _positive_int(name, getattr(self, name))
         _positive_int("checkpoint_every", self.checkpoint_every)
@@ -147,12 +159,31 @@ class RunConfig:
             value = getattr(self, name)
             if not _is_number(value) or not 0 < value < 1:
                 raise ValueError(f"{name}={value!r} must be a number in (0, 1)")
+        self._validate_novelty()
         elites = erl_elites(self)
         if self.erl_migrants > self.erl_population - elites:
             raise ValueError(
                 f"erl_migrants={self.erl_migrants} must be <= erl_population - elites = "
                 f"{self.erl_population - elites} (migrants never overwrite the elites)"
             )
+
+    def _validate_novelty(self) -> None:
+        from evo_svpg.behaviour import DESCRIPTORS
+
+        _choice("descriptor", self.descriptor, tuple(DESCRIPTORS))
+        for name in ("novelty_k", "archive_size", "qd_eval_episodes", "qd_cells"):
+            _positive_int(name, getattr(self, name))
+        for name in ("max_episode_steps", "qd_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r} must be an integer >= 0 (0: off/default)")
+        if not _is_number(self.novelty_weight) or not 0 < self.novelty_weight < 1:
+            raise ValueError(
+                f"novelty_weight={self.novelty_weight!r} must be a number in (0, 1) (the mode "
+                "`novelty` is weight 1; `independent`/`pure` are weight 0)"
+            )
+        if not _is_number(self.qd_offset) or not math.isfinite(self.qd_offset):
+            raise ValueError(f"qd_offset={self.qd_offset!r} must be a finite number")
 
     def subseed(self, stream: int) -> int:
         """Independent seed of random stream ``stream`` (sampler, evaluator, CEM, ...)."""

@@ -14,14 +14,17 @@ import numpy as np
 import threadpoolctl
 import torch
 
+from evo_svpg.behaviour import Describer, bounded
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.estimators import A2C, Reinforce
 from evo_svpg.evaluation import Evaluator
 from evo_svpg.modes import MODES, Layout
 from evo_svpg.operators import Context, Operator, ParticleStateHolder, PopulationState
+from evo_svpg.operators.measure import MeasureQD
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
+from evo_svpg.qd import GridArchive, Visitation
 from evo_svpg.sampler import Sampler
 
 
@@ -66,10 +69,12 @@ class Run:
 def policy_spec_for(env: BatchedEnv, cfg: RunConfig) -> PolicySpec:
     """The seed architecture for ``env``'s spaces (categorical or Gaussian head)."""
     obs_space, act_space = env.single_observation_space, env.single_action_space
+    scaling = _obs_scaling(obs_space, cfg)
     if hasattr(act_space, "n"):
         return PolicySpec(
-            obs_space.shape[0], int(act_space.n), True, cfg.hidden_sizes, cfg.activation
-        )
+            obs_space.shape[0], int(act_space.n), True, cfg.hidden_sizes, cfg.activation,
+            **scaling,
+        )  # fmt: skip
     return PolicySpec(
         obs_space.shape[0],
         act_space.shape[0],
@@ -78,7 +83,24 @@ def policy_spec_for(env: BatchedEnv, cfg: RunConfig) -> PolicySpec:
         cfg.activation,
         tuple(float(x) for x in act_space.low),
         tuple(float(x) for x in act_space.high),
+        **scaling,
     )
+
+
+def _obs_scaling(obs_space, cfg: RunConfig) -> dict:
+    """``obs_scaling="bounds"``: the observation box mapped to [−1, 1] for the network."""
+    if cfg.obs_scaling == "none":
+        return {}
+    low, high = obs_space.low.astype(np.float64), obs_space.high.astype(np.float64)
+    if not (bounded(low) and bounded(high)):
+        raise ValueError(
+            f"obs_scaling='bounds' needs finite observation bounds; {cfg.env} has low "
+            f"{low.tolist()}, high {high.tolist()}: use obs_scaling='none'"
+        )
+    return {
+        "obs_shift": tuple(float(x) for x in (low + high) / 2),
+        "obs_scale": tuple(float(x) for x in 2 / (high - low)),
+    }
 
 
 def _check_device(name: str) -> None:
@@ -107,11 +129,18 @@ def build_run(cfg: RunConfig) -> Run:
     set_threads(1)
     mode = MODES[cfg.mode]
     layout = mode.layout(cfg)
-    env = make_batched_env(cfg.env, layout.policies * layout.envs_per_policy, seed=None)
+    time_limit = cfg.max_episode_steps or None
+    env = make_batched_env(
+        cfg.env, layout.policies * layout.envs_per_policy, seed=None, max_episode_steps=time_limit
+    )
     spec = policy_spec_for(env, cfg)
     params = spec.init_params(layout.policies, torch.Generator().manual_seed(cfg.subseed(0)))
     shards = ParticleShards(layout.policies, cfg.threads)
-    sampler = Sampler(env, spec, layout.policies, seed=cfg.subseed(1))
+    operators = mode.build(cfg, spec)
+    describer = None
+    if cfg.qd_every or any(getattr(op, "needs_behaviours", False) for op in operators):
+        describer = Describer.for_env(cfg.descriptor, spec, env)
+    sampler = Sampler(env, spec, layout.policies, seed=cfg.subseed(1), describer=describer)
     if cfg.estimator == "reinforce":
         estimator = Reinforce(spec, cfg.gamma, cfg.device, shards)
     else:
@@ -120,9 +149,37 @@ def build_run(cfg: RunConfig) -> Run:
             cfg.critic_hidden_sizes, cfg.critic_lr, cfg.critic_epochs, cfg.device, shards,
         )  # fmt: skip
     steps_per_env = layout.steps_per_policy // layout.envs_per_policy
-    evaluator = Evaluator(cfg.env, spec, cfg.eval_episodes, cfg.subseed(3))
+    evaluator = Evaluator(
+        cfg.env, spec, cfg.eval_episodes, cfg.subseed(3),
+        descriptor=cfg.descriptor if cfg.qd_every else None, max_episode_steps=time_limit,
+    )  # fmt: skip
+    if cfg.qd_every:
+        evaluator.log = []  # candidate evaluations are offered to the QD grid archive too
+        operators.append(_measure_qd(cfg, spec, env, describer))
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
-    return Run(cfg, layout, spec, env, ctx, mode.build(cfg, spec), PopulationState(params))
+    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params))
+
+
+def _measure_qd(cfg: RunConfig, spec: PolicySpec, env: BatchedEnv, describer) -> MeasureQD:
+    """The QD records of a run (README "Novelty and quality diversity")."""
+    tester = Evaluator(
+        cfg.env, spec, cfg.qd_eval_episodes, cfg.subseed(4), deterministic=True,
+        descriptor=cfg.descriptor, max_episode_steps=cfg.max_episode_steps or None,
+    )  # fmt: skip
+    space = env.single_observation_space
+    if not (bounded(space.low[:2]) and bounded(space.high[:2])):
+        raise ValueError(
+            f"qd_every={cfg.qd_every} records the (x, v) = observation[0:2] visitation, which "
+            f"needs bounded observations; {cfg.env} has low {space.low[:2].tolist()}, high "
+            f"{space.high[:2].tolist()} (use qd_every=0)"
+        )
+    return MeasureQD(
+        tester,
+        cfg.qd_every,
+        GridArchive(describer.bounds, cfg.qd_cells, cfg.qd_offset),
+        describer.bounds,
+        Visitation(space.low[:2], space.high[:2]),
+    )
 
 
 def run_state_dict(run: Run) -> dict:

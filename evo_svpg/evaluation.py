@@ -15,30 +15,57 @@ the cost, never the result.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 
+from evo_svpg.behaviour import Describer
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
 
 logger = logging.getLogger("evo_svpg")
 
 
+@dataclass
+class EvalEpisodes:
+    """The evaluated episodes of ``m`` policies × ``e`` episodes each."""
+
+    returns: np.ndarray  # [m, e] float64 undiscounted
+    terminated: np.ndarray  # [m, e] bool: ended in a terminal state (MountainCar: the goal)
+    steps: int  # env steps of these episodes
+    descriptors: np.ndarray | None  # [m, e, D] behaviour descriptors, if the evaluator has one
+    bounds: list[tuple[float, float]] | None  # the descriptor's bounds
+
+
 class Evaluator:
-    """Mean undiscounted return of ``episodes`` fresh episodes per policy, actions sampled.
+    """Mean undiscounted return of ``episodes`` fresh episodes per policy.
 
     Actions are drawn from the stochastic policy, as in training, so the evaluated fitness is
-    the objective J that the policy gradient climbs. One batched env is kept per batch size
-    ``m`` (created on first use) and its random stream continues across calls.
+    the objective J that the policy gradient climbs; ``deterministic`` takes the most likely
+    action (argmax logits, or the Gaussian mean) instead, to test what a policy *does*. One
+    batched env is kept per batch size ``m`` (created on first use) and its random stream
+    continues across calls. With a ``descriptor`` name every episode is also described.
     """
 
     def __init__(
-        self, env_id: str, spec: PolicySpec, episodes: int, seed: int, compact: bool = True
+        self,
+        env_id: str,
+        spec: PolicySpec,
+        episodes: int,
+        seed: int,
+        compact: bool = True,
+        *,
+        deterministic: bool = False,
+        descriptor: str | None = None,
+        max_episode_steps: int | None = None,
     ) -> None:
         if episodes < 1:
             raise ValueError(f"episodes={episodes} must be >= 1")
         self.env_id, self.spec, self.episodes, self.seed = env_id, spec, episodes, seed
-        self.compact = compact
+        self.compact, self.deterministic, self.descriptor = compact, deterministic, descriptor
+        self.max_episode_steps = max_episode_steps
+        # Set to a list to keep every evaluated batch until take_log() (QD measurements).
+        self.log: list[EvalEpisodes] | None = None
         self._resumed = False
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
         self._envs: dict[int, BatchedEnv] = {}
@@ -51,7 +78,9 @@ class Evaluator:
         env = self._envs.get(m)
         if env is None:
             seed = int(np.random.SeedSequence([self.seed, 1, m]).generate_state(1)[0])
-            env = make_batched_env(self.env_id, m * self.episodes, seed=seed)
+            env = make_batched_env(
+                self.env_id, m * self.episodes, seed=seed, max_episode_steps=self.max_episode_steps
+            )
             if not env.max_episode_steps:
                 raise ValueError(
                     f"{self.env_id} has no time limit: evaluating candidates needs episodes "
@@ -73,11 +102,20 @@ class Evaluator:
 
     def returns(self, theta: np.ndarray) -> tuple[np.ndarray, int]:
         """``(mean return [m] float64, env steps spent)`` of the policies ``theta [m, d]``."""
+        result = self.episodes_of(theta)
+        return result.returns.mean(axis=1), result.steps
+
+    def episodes_of(self, theta: np.ndarray) -> EvalEpisodes:
+        """One fresh episode per env for the policies ``theta [m, d]``, all in one batch."""
         theta = np.ascontiguousarray(theta, dtype=np.float32)
         m, e, spec = theta.shape[0], self.episodes, self.spec
         env = self._env(m)
+        describer = None
+        if self.descriptor is not None:
+            describer = Describer.for_env(self.descriptor, spec, env)
         obs = env.reset()
         running = np.ones((m, e), dtype=bool)  # episode still going
+        terminated = np.zeros((m, e), dtype=bool)
         total = np.zeros((m, e), dtype=np.float64)
         length = np.zeros((m, e), dtype=np.int64)
         active = np.arange(m)  # policies in the forward batch (a superset of the running ones)
@@ -89,17 +127,21 @@ class Evaluator:
         while True:  # every episode ends: fast-path envs all have gymnasium's time limit
             obs_active = obs.reshape(m, e, spec.obs_dim)[active]
             out = forward_numpy(spec, parts, obs_active)
-            log_std = None if spec.discrete else parts[-1]
-            noise = action_noise(spec, (m, *out.shape[1:]), self.rng)[active]
-            actions[active] = actions_from_noise(spec, out, log_std, noise)
+            actions[active] = self._actions(out, None if spec.discrete else parts[-1], m, active)
             actions[~running] = 0  # finished slots: a fixed action, whichever rows were computed
             if spec.discrete:
                 env_actions = actions.reshape(m * e)
             else:
                 env_actions = np.clip(actions, self._low, self._high).reshape(m * e, -1)
             res = env.step(env_actions)
+            if describer is not None:
+                rows = np.flatnonzero(running)
+                flat_actions = actions.reshape(m * e, *actions.shape[2:])
+                feats = describer.step_features(obs[rows], res.final_obs[rows], flat_actions[rows])
+                describer.acc.update(feats, rows)
             total += res.reward.reshape(m, e) * running
             length += running
+            terminated |= res.terminated.reshape(m, e) & running
             running &= ~(res.terminated | res.truncated).reshape(m, e)
             obs = res.obs
             still = running[active].any(axis=1)
@@ -108,7 +150,24 @@ class Evaluator:
             if self.compact and 2 * int(still.sum()) <= active.size:
                 active = active[still]
                 parts = spec.split(theta[active])
-        return total.mean(axis=1), int(length.sum())
+        descriptors = None if describer is None else describer.acc.peek().reshape(m, e, -1)
+        bounds = None if describer is None else describer.bounds
+        result = EvalEpisodes(total, terminated, int(length.sum()), descriptors, bounds)
+        if self.log is not None:
+            self.log.append(result)
+        return result
+
+    def take_log(self) -> list[EvalEpisodes]:
+        """The batches evaluated since the last call (empty unless ``log`` is a list)."""
+        taken, self.log = self.log or [], [] if self.log is not None else None
+        return taken
+
+    def _actions(self, out: np.ndarray, log_std, m: int, active: np.ndarray) -> np.ndarray:
+        if self.deterministic:
+            return out.argmax(axis=-1) if self.spec.discrete else out
+        # Noise for all m policies every step: compaction changes the cost, never the result.
+        noise = action_noise(self.spec, (m, *out.shape[1:]), self.rng)[active]
+        return actions_from_noise(self.spec, out, log_std, noise)
 
     def state_dict(self) -> dict:
         envs = {m: env.get_state() for m, env in self._envs.items() if env.is_fast_path}

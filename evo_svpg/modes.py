@@ -19,11 +19,12 @@ from evo_svpg.operators import (
     SteinDirection,
 )
 from evo_svpg.operators.erl import ERLPopulation
+from evo_svpg.operators.novelty import NoveltyFitness, NoveltySignal
 from evo_svpg.operators.selection import BottomOverwrite, TournamentReplacement
 from evo_svpg.operators.variation import CEMAroundParticles, CMAESAroundParticles
 
 # Random streams of the run seed (RunConfig.subseed): 0 params, 1 sampler, 2 critic,
-# 3 evaluator, 10+ operators.
+# 3 evaluator, 4 QD success tests, 10+ operators.
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,23 @@ def _erl(cfg, spec) -> list[Operator]:
     return [*svpg_operators(cfg), population]
 
 
+def _novelty(cfg, spec) -> list[Operator]:
+    ops = svpg_operators(cfg)
+    ops.insert(1, NoveltySignal(cfg.novelty_k, cfg.archive_size, weight=1.0))
+    return ops
+
+
+def _novelty_reward(cfg, spec) -> list[Operator]:
+    ops = svpg_operators(cfg)
+    ops.insert(1, NoveltySignal(cfg.novelty_k, cfg.archive_size, weight=cfg.novelty_weight))
+    return ops
+
+
+def _select_novelty(cfg, spec) -> list[Operator]:
+    *svpg, select = _select(cfg, spec)
+    return [*svpg, NoveltyFitness(cfg.novelty_k, cfg.archive_size), select]
+
+
 @dataclass(frozen=True)
 class Mode:
     """``build(cfg, spec)`` returns the operators run once per iteration, in order."""
@@ -143,6 +161,21 @@ MODES: dict[str, Mode] = {
         "mutation); the best particles migrate into it every erl_sync_every iterations",
         _erl,
         validate=lambda cfg: migrants_fit(cfg),
+    ),
+    "novelty": Mode(
+        "SVPG on novelty: each episode's return signal is its novelty (mean distance to the k "
+        "nearest behaviours in the archive and population)",
+        _novelty,
+    ),
+    "novelty-reward": Mode(
+        "SVPG on novelty_weight·z(novelty) + (1 − novelty_weight)·z(return) per episode "
+        "(NSR-style)",
+        _novelty_reward,
+    ),
+    "select-novelty": Mode(
+        "select, with each particle's novelty as its fitness instead of its return",
+        _select_novelty,
+        validate=lambda cfg: replaces_at_least_one(cfg, "select_fraction"),
     ),
 }
 

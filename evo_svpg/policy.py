@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 ACTIVATIONS = ("tanh", "relu")
+OBS_SCALINGS = ("none", "bounds")
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -36,6 +37,9 @@ class PolicySpec:
     activation: str = "tanh"
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
+    # The network sees (obs − obs_shift) · obs_scale (README "Observation scaling"); None: raw.
+    obs_shift: tuple[float, ...] | None = None
+    obs_scale: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
@@ -44,6 +48,20 @@ class PolicySpec:
             )
         if any(h < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes={self.hidden_sizes} must all be positive")
+
+    def network_input(self, obs):
+        """What the first layer sees: ``obs`` or ``(obs − obs_shift) · obs_scale`` (numpy/torch).
+
+        MountainCar's velocity lives in ±0.07: unscaled, its first-layer weights would need
+        to grow ~15× before the policy could depend on it.
+        """
+        if self.obs_scale is None:
+            return obs
+        if isinstance(obs, Tensor):
+            shift = torch.tensor(self.obs_shift, dtype=obs.dtype, device=obs.device)
+            return (obs - shift) * torch.tensor(self.obs_scale, dtype=obs.dtype, device=obs.device)
+        shift = np.asarray(self.obs_shift, dtype=np.float32)
+        return (obs - shift) * np.asarray(self.obs_scale, dtype=np.float32)
 
     @property
     def layer_sizes(self) -> list[tuple[int, int]]:
@@ -108,7 +126,7 @@ def forward_numpy(
     With ``out`` (one ``[n, E, width]`` array per layer), every layer's output (after its
     activation) is written there: the analytic gradient reuses them instead of a second forward.
     """
-    x = obs
+    x = spec.network_input(obs)
     last = len(spec.layer_sizes) - 1
     for i in range(last + 1):
         x = np.matmul(x, parts[2 * i], out=None if out is None else out[i])
@@ -128,7 +146,7 @@ def _tanh(x: Tensor) -> Tensor:
 
 def forward_torch(spec: PolicySpec, parts: list[Tensor], obs: Tensor) -> Tensor:
     """Differentiable twin of :func:`forward_numpy`: ``obs [n, M, obs_dim] -> [n, M, act_dim]``."""
-    x = obs
+    x = spec.network_input(obs)
     last = len(spec.layer_sizes) - 1
     for i in range(last + 1):
         x = torch.baddbmm(parts[2 * i + 1], x, parts[2 * i])

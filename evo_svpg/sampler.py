@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evo_svpg.behaviour import Behaviours, Describer
 from evo_svpg.envs import BatchedEnv
 from evo_svpg.policy import PolicySpec, forward_numpy, sample_actions
 
@@ -42,6 +43,9 @@ class Rollout:
     # Every layer's output (post-activation; the last is the logits/means) while sampling,
     # particle-major ``[n, T·E, width]``: the analytic policy gradient backpropagates through them.
     activations: list[np.ndarray] | None = None
+    # Behaviour descriptors of the episodes (and cut segments) of this rollout, if the sampler
+    # was given a describer (novelty and quality-diversity operators read them).
+    behaviours: Behaviours | None = None
 
     @property
     def n_particles(self) -> int:
@@ -55,10 +59,18 @@ class Rollout:
 class Sampler:
     """Owns the envs, their running episodes and the action-sampling RNG of a population."""
 
-    def __init__(self, env: BatchedEnv, spec: PolicySpec, n_particles: int, seed: int) -> None:
+    def __init__(
+        self,
+        env: BatchedEnv,
+        spec: PolicySpec,
+        n_particles: int,
+        seed: int,
+        describer: Describer | None = None,
+    ) -> None:
         if env.num_envs % n_particles:
             raise ValueError(f"env has {env.num_envs} slots, not a multiple of {n_particles}")
         self.env, self.spec, self.n = env, spec, n_particles
+        self.describer = describer
         self.envs_per_particle = env.num_envs // n_particles
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
         self.obs = env.reset(seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
@@ -141,11 +153,16 @@ class Sampler:
         splits = np.cumsum(np.bincount(owner, minlength=n))[:-1]
         episode_returns = np.split(ret_buf[t_idx, slot][order], splits)
         episode_lengths = np.split(len_buf[t_idx, slot][order], splits)
+        behaviours = None
+        if self.describer is not None:  # before the cut below: it needs the true episode ends
+            behaviours = self.describer.describe(
+                obs_buf, final_buf, act_buf, term_buf | trunc_buf, ret_buf
+            )
         trunc_buf[-1] |= ~term_buf[-1]  # the iteration boundary cuts every running episode
         activations = [buf.reshape(n, t_max * e, -1) for buf in act_bufs]
         return Rollout(
             obs_buf, act_buf, rew_buf, term_buf, trunc_buf, final_buf,
-            episode_returns, episode_lengths, activations,
+            episode_returns, episode_lengths, activations, behaviours,
         )  # fmt: skip
 
     def state_dict(self) -> dict:
@@ -157,6 +174,7 @@ class Sampler:
             "running_return": self.running_return.copy(),
             "running_length": self.running_length.copy(),
             "rng": self.rng.bit_generator.state,
+            "describer": None if self.describer is None else self.describer.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -171,8 +189,12 @@ class Sampler:
             self.obs = self.env.reset(seed=int(self.rng.integers(2**31)))
             self.running_return[:] = 0.0
             self.running_length[:] = 0
+            if self.describer is not None:
+                self.describer.reset()
             return
         self.env.set_state(state["env"])
         self.obs = state["obs"].copy()
         self.running_return = state["running_return"].copy()
         self.running_length = state["running_length"].copy()
+        if self.describer is not None and state.get("describer") is not None:
+            self.describer.load_state_dict(state["describer"])

@@ -86,11 +86,17 @@ def test_score_function_gradient_is_unbiased_on_a_bandit():
 
 
 @pytest.mark.parametrize(
-    ("discrete", "activation"), [(True, "tanh"), (False, "tanh"), (True, "relu"), (False, "relu")]
-)
-def test_analytic_backprop_from_sampled_activations_equals_autograd(discrete, activation):
-    """The CPU path (hand backprop through the sampler's activations) against torch autograd."""
-    spec = PolicySpec(3, 2, discrete, (7, 5), activation, (-1.0, -1.0), (1.0, 1.0))
+    ("discrete", "activation", "scaled"),
+    [
+        (True, "tanh", False), (False, "tanh", False), (True, "relu", False),
+        (False, "relu", False), (True, "tanh", True), (False, "relu", True),
+    ],
+)  # fmt: skip
+def test_analytic_backprop_from_sampled_activations_equals_autograd(discrete, activation, scaled):
+    """The CPU path (hand backprop through the sampler's activations) against torch autograd,
+    with and without observation scaling (which both must apply before the first layer)."""
+    scaling = {"obs_shift": (0.5, -1.0, 0.0), "obs_scale": (2.0, 0.1, 14.0)} if scaled else {}
+    spec = PolicySpec(3, 2, discrete, (7, 5), activation, (-1.0, -1.0), (1.0, 1.0), **scaling)
     gen = torch.Generator().manual_seed(1)
     n, m = 4, 300
     theta = spec.init_params(n, gen)

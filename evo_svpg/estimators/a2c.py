@@ -47,8 +47,9 @@ class A2C:
     def __post_init__(self) -> None:
         # A one-output MLP: "discrete" only means "no log-std block" here.
         self.critic_spec = PolicySpec(
-            self.spec.obs_dim, 1, True, self.critic_hidden_sizes, self.spec.activation
-        )
+            self.spec.obs_dim, 1, True, self.critic_hidden_sizes, self.spec.activation,
+            obs_shift=self.spec.obs_shift, obs_scale=self.spec.obs_scale,
+        )  # fmt: skip
         self.generator = torch.Generator().manual_seed(self.seed)
         self.critic = self.critic_spec.init_params(self.n_particles, self.generator)
         self.critic = self.critic.to(self.device).requires_grad_(True)

@@ -119,7 +119,7 @@ def _backprop(spec, parts, obs, actions, activations, w, grad: np.ndarray) -> No
         z = (actions - out) * inv_std
         grad_parts[-1][:] = (w * (z * z - 1.0)).sum(axis=1)  # ∂/∂log σ
         dz = w * z * inv_std  # ∂/∂mean
-    inputs = [obs, *activations[:-1]]
+    inputs = [spec.network_input(obs), *activations[:-1]]
     for layer in range(len(spec.layer_sizes) - 1, -1, -1):
         h = inputs[layer]
         np.matmul(h.transpose(0, 2, 1), dz, out=grad_parts[2 * layer])

@@ -110,6 +110,10 @@ class Every:
         if isinstance(self.op, ParticleStateHolder):
             self.op.reindex(parents)
 
+    @property
+    def needs_behaviours(self) -> bool:
+        return getattr(self.op, "needs_behaviours", False)
+
 
 def require_finite(x: Tensor, what: str, state: PopulationState) -> None:
     if not torch.isfinite(x).all():

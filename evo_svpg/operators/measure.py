@@ -1,0 +1,101 @@
+"""Quality-diversity measurements of a run: observed, never fed back into learning.
+
+:class:`MeasureQD` runs after a mode's operators (the engine appends it when ``qd_every > 0``)
+and keeps three records over the whole run:
+
+* a grid archive over the descriptor space (:class:`~evo_svpg.qd.GridArchive`) offered every
+  episode the run evaluates: training episodes, candidate/population evaluations (CEM, CMA-ES,
+  ERL) and the deterministic tests below. Its coverage, QD-score and best return go to
+  ``scalars.csv`` every iteration;
+* the (x, v) visitation counts of every training step (:class:`~evo_svpg.qd.Visitation`);
+* every ``qd_every`` iterations, each particle's *deterministic* policy (argmax / mean action)
+  runs ``qd_eval_episodes`` fresh episodes: ``success_fraction`` is the fraction of particles
+  that reach a terminal state (MountainCar: the goal) in any of them, ``success_any`` whether
+  one does, ``det_return_<i>`` particle i's mean return. ``first_success_env_steps`` is the
+  run's ``env_steps`` at the first test that any particle passed.
+
+The deterministic tests' env steps are *not* charged to ``env_steps`` (they are measurement,
+like a held-out test set; modes are compared at equal learning budgets) and are reported as
+``measure_env_steps``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evo_svpg.evaluation import EvalEpisodes, Evaluator
+from evo_svpg.operators.base import Context, PopulationState
+from evo_svpg.qd import GridArchive, Visitation
+
+
+@dataclass
+class MeasureQD:
+    evaluator: Evaluator  # deterministic, with a descriptor, its own random stream
+    every: int
+    grid: GridArchive  # over the descriptor's bounds
+    grid_bounds: list[tuple[float, float]]
+    visitation: Visitation  # over the observation bounds of (x, v)
+    first_success_env_steps: int = field(default=-1, init=False)
+    measure_env_steps: int = field(default=0, init=False)
+    needs_behaviours = True
+
+    def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
+        behaviours = state.rollout.behaviours
+        self.grid.add(behaviours.descriptors, behaviours.returns)
+        for episodes in ctx.evaluator.take_log():
+            self._offer(episodes)
+        self.visitation.add(state.rollout.obs[..., :2].reshape(-1, 2))
+        if state.current_iteration % self.every == 0:
+            self._test(state)
+        s = state.scalars
+        s["qd_coverage"] = self.grid.coverage
+        s["qd_score"] = self.grid.qd_score
+        s["qd_best_return"] = self.grid.best
+        if self.first_success_env_steps >= 0:
+            s["first_success_env_steps"] = float(self.first_success_env_steps)
+        s["measure_env_steps"] = float(self.measure_env_steps)
+        return state
+
+    def _offer(self, episodes: EvalEpisodes) -> None:
+        dim = episodes.descriptors.shape[-1]
+        self.grid.add(episodes.descriptors.reshape(-1, dim), episodes.returns.reshape(-1))
+
+    def _test(self, state: PopulationState) -> None:
+        episodes = self.evaluator.episodes_of(state.params.numpy())
+        self.measure_env_steps += episodes.steps
+        self._offer(episodes)
+        success = episodes.terminated.any(axis=1)
+        if success.any() and self.first_success_env_steps < 0:
+            self.first_success_env_steps = state.env_steps
+        s = state.scalars
+        s["success_fraction"] = float(success.mean())
+        s["success_any"] = float(success.any())
+        for i, value in enumerate(episodes.returns.mean(axis=1)):
+            s[f"det_return_{i}"] = float(value)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """What the run leaves on disk in ``qd.npz`` (for figures across runs)."""
+        return {
+            "grid_best": self.grid.best_per_cell(),
+            "grid_bounds": np.array(self.grid_bounds),
+            "visitation": self.visitation.counts,
+            "visitation_range": np.array([self.visitation.low, self.visitation.high]),
+        }
+
+    def state_dict(self) -> dict:
+        return {
+            "evaluator": self.evaluator.state_dict(),
+            "grid": self.grid.state_dict(),
+            "visitation": self.visitation.state_dict(),
+            "first_success_env_steps": self.first_success_env_steps,
+            "measure_env_steps": self.measure_env_steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.evaluator.load_state_dict(state["evaluator"])
+        self.first_success_env_steps = state["first_success_env_steps"]
+        self.measure_env_steps = state["measure_env_steps"]
+        self.grid.load_state_dict(state["grid"])
+        self.visitation.load_state_dict(state["visitation"])

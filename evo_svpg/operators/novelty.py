@@ -1,0 +1,109 @@
+"""Novelty operators: SVPG driven by how *new* a particle's behaviour is, not (only) its return.
+
+Behaviours are the rollout's episode descriptors (:mod:`evo_svpg.behaviour`), scaled to [0, 1]
+per dimension. Novelty is the NS-ES one (:mod:`evo_svpg.novelty`): mean distance to the k
+nearest neighbours among the archive and this iteration's particle behaviours (each particle's
+mean episode descriptor). After novelty is computed the particles' behaviours join the archive,
+one entry per particle per iteration (NS-ES adds its updated parent's mean behaviour).
+
+* :class:`NoveltySignal` replaces the rewards the estimator sees: every episode segment in the
+  rollout gets one signal on its last step, 0 elsewhere, so with the discounted return-to-go
+  every step of the segment is credited with it (an episode-level signal, as in NS-ES /
+  NSR-ES). ``weight = 1`` is pure novelty (``novelty``); ``0 < weight < 1`` mixes
+  ``weight · z(novelty) + (1 − weight) · z(return)``, both standardised over the population's
+  segments of the iteration (``novelty-reward``, NSR-style). Segments the iteration boundary cut
+  are scored on their trajectory so far. Returns in ``metrics.csv`` stay the env's returns.
+* :class:`NoveltyFitness` sets ``state.fitness`` to each particle's novelty (its own entry
+  excluded), for selection operators (``select-novelty``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from evo_svpg.behaviour import Behaviours, scale
+from evo_svpg.novelty import NoveltyArchive
+from evo_svpg.operators.base import Context, PopulationState
+
+
+def _standardize(x: np.ndarray) -> np.ndarray:
+    return (x - x.mean()) / (x.std() + 1e-8)
+
+
+def _behaviours(state: PopulationState) -> Behaviours:
+    behaviours = state.rollout.behaviours
+    if behaviours is None:
+        raise RuntimeError("novelty operators need a sampler built with a describer")
+    return behaviours
+
+
+@dataclass
+class _ArchiveHolder:
+    k: int
+    archive_size: int
+    archive: NoveltyArchive | None = field(default=None, init=False)
+    needs_behaviours = True
+
+    def _archive(self, dim: int) -> NoveltyArchive:
+        if self.archive is None:
+            self.archive = NoveltyArchive(dim, self.k, self.archive_size)
+        return self.archive
+
+    def state_dict(self) -> dict:
+        if self.archive is None:
+            return {"dim": None}
+        return {"dim": self.archive.dim, "archive": self.archive.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.archive = None
+        if state["dim"] is not None:
+            self._archive(state["dim"]).load_state_dict(state["archive"])
+
+
+@dataclass
+class NoveltySignal(_ArchiveHolder):
+    """Rewards of the rollout ← per-segment novelty (or its mix with the return)."""
+
+    weight: float = 1.0
+
+    def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
+        b = _behaviours(state)
+        rollout = state.rollout
+        population = scale(b.particle_means(), b.bounds)
+        cut_p, cut_e = np.nonzero(b.partial_valid)
+        queries = scale(np.concatenate([b.descriptors, b.partial[cut_p, cut_e]]), b.bounds)
+        archive = self._archive(population.shape[1])
+        novelty = archive.novelty(queries, population)
+        returns = np.concatenate([b.returns, b.partial_returns[cut_p, cut_e]])
+        if self.weight < 1:
+            signal = self.weight * _standardize(novelty) + (1 - self.weight) * _standardize(returns)
+        else:
+            signal = novelty
+        last = rollout.rewards.shape[0] - 1
+        steps = np.concatenate([b.step, np.full(cut_p.size, last)])
+        particles = np.concatenate([b.particle, cut_p])
+        envs = np.concatenate([b.env, cut_e])
+        rollout.rewards[:] = 0.0
+        rollout.rewards[steps, particles, envs] = signal
+        archive.add(population)
+        state.scalars["novelty_mean"] = float(novelty.mean()) if novelty.size else float("nan")
+        state.scalars["archive_size"] = float(len(archive))
+        return state
+
+
+@dataclass
+class NoveltyFitness(_ArchiveHolder):
+    """``state.fitness [n]`` ← novelty of each particle's behaviour (own entry excluded)."""
+
+    def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
+        b = _behaviours(state)
+        population = scale(b.particle_means(), b.bounds)
+        archive = self._archive(population.shape[1])
+        n = population.shape[0]
+        state.fitness = archive.novelty(population, population, exclude=np.arange(n))
+        archive.add(population)
+        state.scalars["novelty_mean"] = float(state.fitness.mean())
+        state.scalars["archive_size"] = float(len(archive))
+        return state
