@@ -6,9 +6,12 @@ Runners import this module (they run from ``runners/``); they never copy code fr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +41,58 @@ def launch(run_dir: Path, flags: list[str]) -> float:
     total = before + time.perf_counter() - start
     wall_file.write_text(f"{total:.3f}\n")
     return total
+
+
+NO_ITERATION_LIMIT = 1_000_000  # the budget ends every run
+
+
+def run_dir(out: Path, mode: str, seed: int) -> Path:
+    return out / mode / f"seed{seed}"
+
+
+def finished(path: Path, budget: int) -> bool:
+    """The run in ``path`` has spent ``budget`` env steps (and its wall time is recorded)."""
+    summary = path / "summary.json"
+    wall = path.with_name(path.name + ".wall")
+    if not (summary.exists() and wall.exists()):
+        return False
+    return json.loads(summary.read_text())["env_steps"] >= budget
+
+
+def run_all(
+    out: Path,
+    modes: list[str],
+    seeds: int,
+    budget: int,
+    jobs: int,
+    flags: Callable[[str, int], list[str]],
+) -> dict[tuple[str, int], float]:
+    """Every (mode, seed) run to ``budget`` env steps, ``jobs`` processes at a time.
+
+    ``flags(mode, seed)`` gives the run's own flags; the budget, seed, mode and thread flags are
+    added here. Finished runs are skipped, unfinished ones resumed. Returns wall seconds per run.
+    """
+    threads = max(1, (os.cpu_count() or 1) // jobs)  # each process: its share of the cores
+
+    def one(job: tuple[str, int]) -> float:
+        mode, seed = job
+        path = run_dir(out, mode, seed)
+        if finished(path, budget):  # a re-run of the runner only redoes the tables
+            return float(path.with_name(path.name + ".wall").read_text())
+        wall = launch(
+            path,
+            [
+                "--mode", mode, "--seed", str(seed), "--budget", str(budget),
+                "--iterations", str(NO_ITERATION_LIMIT), "--threads", str(threads),
+                *flags(mode, seed),
+            ],
+        )  # fmt: skip
+        print(f"  {mode} seed {seed}: {wall:.0f} s", flush=True)
+        return wall
+
+    grid = [(m, s) for m in modes for s in range(seeds)]
+    with ThreadPoolExecutor(jobs) as pool:
+        return dict(zip(grid, pool.map(one, grid), strict=True))
 
 
 def write_outputs(out: Path, table: str, summary: dict, plot) -> None:
@@ -101,6 +156,28 @@ def scalar_on_grid(run_dirs: list[Path], name: str, grid: np.ndarray) -> np.ndar
         index = np.searchsorted(steps, grid, side="right") - 1
         rows.append(np.where(index >= 0, values[np.clip(index, 0, None)], np.nan))
     return np.array(rows)
+
+
+FINAL_SHARE = 0.1  # "final" = the average over the last 10 % of the budget
+
+
+def final_returns(path: Path, budget: int) -> dict[str, float]:
+    """Best/mean particle return averaged over the iterations in the last 10 % of the budget.
+
+    One iteration's value alone depends on which episodes happened to end in it (on
+    MountainCarContinuous, 999-step episodes end every other iteration); iterations where none
+    ended hold the previous value.
+    """
+    curves = load_curves(path)
+    late = curves["env_steps"] > (1 - FINAL_SHARE) * budget
+    late[-1] = True
+    final = {}
+    for key in ("best", "mean"):
+        values = forward_fill(curves[key])[late]
+        final[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+    final["iterations"] = int(curves["iteration"][-1])
+    final["env_steps"] = int(curves["env_steps"][-1])
+    return final
 
 
 def forward_fill(values: np.ndarray) -> np.ndarray:

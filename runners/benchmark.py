@@ -9,13 +9,17 @@
 (e) one ``cem-per-particle`` iteration (K = 8) against a ``pure`` iteration that spends the same
     env steps (its steps per particle raised to match), on CartPole-v1 and Pendulum-v1;
 (f) the time ``cmaes-per-particle`` spends in pycma (ask/tell/inject: everything of its operator
-    except the evaluation's env stepping) as a share of the iteration.
+    except the evaluation's env stepping) as a share of the iteration;
+(g) novelty kNN (k = 10) against a full ``NoveltyArchive`` of 100,000 3-D descriptors plus a
+    population of 16: the KD-tree rebuild after an add, 16 particle queries (own entry excluded),
+    160 and 800 episode queries.
 
 Targets (issue 3): (b) ≥ 2M transitions/s and ≥ 350× (a); (c) ≤ 15 s; (d) ≤ 0.5 ms at n = 16.
-Targets (issue 4): (e) ratio ≤ 1.3; (f) < 10 %.
+Targets (issue 4): (e) ratio ≤ 1.3; (f) < 10 %. (g): a population's queries < 50 ms.
 
     python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
     python runners/benchmark.py --only e f     # just the extension timings
+    python runners/benchmark.py --only g       # just the novelty kNN timings
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV, Summary, Tens
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, set_threads, train
 from evo_svpg.envs import make_batched_env
+from evo_svpg.novelty import NoveltyArchive
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler
 from evo_svpg.svgd import svgd_direction
@@ -237,6 +242,36 @@ def extensions(results: dict, iterations: int) -> None:
         )
 
 
+def novelty_timing(size: int = 100_000, dim: int = 3, reps: int = 15) -> dict:
+    """(g): median milliseconds of the novelty archive's per-iteration work at ``size × dim``.
+
+    Each repeat adds the population's 16 descriptors (the full ring overwrites its oldest, as in a
+    long run), then times the KD-tree rebuild, the particle queries and the episode queries.
+    """
+    rng = np.random.default_rng(0)
+    archive = NoveltyArchive(dim, k=10, max_size=size)
+    archive.add(rng.random((size, dim)))
+    names = ("build", "particles", "episodes_160", "episodes_800")
+    times: dict[str, list[float]] = {name: [] for name in names}
+    own = np.arange(N_PARTICLES)
+    for r in range(reps + 1):  # the first repeat is a warm-up
+        population = rng.random((N_PARTICLES, dim))
+        archive.add(population)
+        queries = {"particles": (population, own)}
+        queries |= {f"episodes_{m}": (rng.random((m, dim)), None) for m in (160, 800)}
+        start = time.perf_counter()
+        archive._kdtree()  # what the first novelty() after an add builds
+        elapsed = {"build": time.perf_counter() - start}
+        for name, (q, exclude) in queries.items():
+            start = time.perf_counter()
+            archive.novelty(q, population, exclude)
+            elapsed[name] = time.perf_counter() - start
+        if r:
+            for name, seconds in elapsed.items():
+                times[name].append(seconds)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transitions", type=int, default=160_000)
@@ -247,7 +282,7 @@ def main() -> None:
         "--threads", type=int, default=RunConfig().threads, help="gradient shard threads (c)"
     )
     parser.add_argument(
-        "--only", nargs="+", choices=list("abcdef"), default=list("abcdef"), help="parts to run"
+        "--only", nargs="+", choices=list("abcdefg"), default=list("abcdefg"), help="parts to run"
     )
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations in (e), (f)")
     args = parser.parse_args()
@@ -282,6 +317,18 @@ def main() -> None:
             print(f"(d) SVGD update n={n:3d}, d={spec.n_params}: {ms:.3f} ms (median)")
     if "e" in args.only or "f" in args.only:
         extensions(results, args.iterations)
+    if "g" in args.only:
+        ms = novelty_timing()
+        results["novelty_ms"] = ms
+        print(
+            f"(g) novelty kNN: archive 100,000 × 3: build {ms['build']:.1f} ms; "
+            f"{N_PARTICLES} particle queries {ms['particles']:.2f} ms; "
+            f"160 episode queries {ms['episodes_160']:.2f} ms; "
+            f"800 episode queries {ms['episodes_800']:.2f} ms; an iteration's build + 16 + 800 "
+            f"{ms['build'] + ms['particles'] + ms['episodes_800']:.1f} ms "
+            "(target: a population's queries < 50 ms)",
+            flush=True,
+        )
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"

@@ -14,73 +14,36 @@ seeds against env steps). Re-running with the same ``--out`` resumes unfinished 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from _common import (
     bootstrap_median_ci,
     curves_on_grid,
+    final_returns,
     fmt_ci,
-    forward_fill,
-    launch,
+    run_all,
+    run_dir,
     scalar_on_grid,
     scalar_series,
     write_outputs,
 )
 
 from evo_svpg.modes import MODES
-from evo_svpg.plot import load_curves
 
 COMPARED = (
     "pure", "independent", "joint", "cem-per-particle", "cmaes-per-particle", "select",
     "evolution", "erl",
 )  # fmt: skip
-NO_ITERATION_LIMIT = 1_000_000  # the budget ends every run
 
 
-def _run_dir(out: Path, mode: str, seed: int) -> Path:
-    return out / mode / f"seed{seed}"
-
-
-def _finished(run_dir: Path, budget: int) -> bool:
-    summary = run_dir / "summary.json"
-    wall = run_dir.with_name(run_dir.name + ".wall")
-    if not (summary.exists() and wall.exists()):
-        return False
-    return json.loads(summary.read_text())["env_steps"] >= budget
-
-
-FINAL_SHARE = 0.1  # "final" = the average over the last 10 % of the budget
-
-
-def _final(run_dir: Path, budget: int) -> dict[str, float]:
-    """Best/mean particle return averaged over the iterations in the last 10 % of the budget.
-
-    One iteration's value alone depends on which episodes happened to end in it (on
-    MountainCarContinuous, 999-step episodes end every other iteration); iterations where none
-    ended hold the previous value.
-    """
-    curves = load_curves(run_dir)
-    late = curves["env_steps"] > (1 - FINAL_SHARE) * budget
-    late[-1] = True
-    final = {}
-    for key in ("best", "mean"):
-        values = forward_fill(curves[key])[late]
-        final[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-    final["iterations"] = int(curves["iteration"][-1])
-    final["env_steps"] = int(curves["env_steps"][-1])
-    return final
-
-
-def _erl_extras(run_dir: Path) -> dict[str, float]:
+def _erl_extras(path: Path) -> dict[str, float]:
     extras = {}
     for name in ("erl_champion", "erl_rl_elite_rate", "erl_rl_selected_rate"):
-        _, values = scalar_series(run_dir, name)
+        _, values = scalar_series(path, name)
         extras[name] = float(values[-1]) if values.size else float("nan")
     return extras
 
@@ -96,27 +59,13 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags, after --")
     args = parser.parse_args()
 
-    # Each process gets its share of the cores for its gradient threads.
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = [(m, s) for m in args.modes for s in range(args.seeds)]
-
-    def one(job: tuple[str, int]) -> float:
-        mode, seed = job
-        flags = [
-            "--mode", mode, "--env", args.env, "--seed", str(seed), "--budget", str(args.budget),
-            "--iterations", str(NO_ITERATION_LIMIT), "--threads", str(threads), *args.extra,
-        ]  # fmt: skip
-        run_dir = _run_dir(args.out, mode, seed)
-        if _finished(run_dir, args.budget):  # a re-run of the runner only redoes the tables
-            return float(run_dir.with_name(run_dir.name + ".wall").read_text())
-        wall = launch(run_dir, flags)
-        print(f"  {mode} seed {seed}: {wall:.0f} s", flush=True)
-        return wall
-
-    print(f"{len(jobs)} runs of {args.budget:,} env steps on {args.env}, {args.jobs} at a time")
+    runs = len(args.modes) * args.seeds
+    print(f"{runs} runs of {args.budget:,} env steps on {args.env}, {args.jobs} at a time")
     start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        walls = dict(zip(jobs, pool.map(one, jobs), strict=True))
+    walls = run_all(
+        args.out, args.modes, args.seeds, args.budget, args.jobs,
+        lambda mode, seed: ["--env", args.env, *args.extra],
+    )  # fmt: skip
     total = time.perf_counter() - start
 
     summary, lines = (
@@ -132,7 +81,7 @@ def main() -> None:
         ],
     )
     for mode in args.modes:
-        finals = [_final(_run_dir(args.out, mode, s), args.budget) for s in range(args.seeds)]
+        finals = [final_returns(run_dir(args.out, mode, s), args.budget) for s in range(args.seeds)]
         best = np.array([f["best"] for f in finals])
         mean = np.array([f["mean"] for f in finals])
         iterations = int(np.median([f["iterations"] for f in finals]))
@@ -145,7 +94,7 @@ def main() -> None:
                          "iterations": [f["iterations"] for f in finals],
                          "wall_seconds": mode_walls}  # fmt: skip
         if mode == "erl":
-            extras = [_erl_extras(_run_dir(args.out, mode, s)) for s in range(args.seeds)]
+            extras = [_erl_extras(run_dir(args.out, mode, s)) for s in range(args.seeds)]
             summary[mode]["erl"] = extras
             champion = np.array([e["erl_champion"] for e in extras])
             elite = np.median([e["erl_rl_elite_rate"] for e in extras])
@@ -171,7 +120,7 @@ def _plot(args, target: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN grid points before iteration 1
     for k, mode in enumerate(args.modes):
-        runs = [_run_dir(args.out, mode, s) for s in range(args.seeds)]
+        runs = [run_dir(args.out, mode, s) for s in range(args.seeds)]
         curves = curves_on_grid(runs, grid)
         for ax, key in zip(axes, ("best", "mean"), strict=True):
             values = curves[key]

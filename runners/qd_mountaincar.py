@@ -1,0 +1,207 @@
+"""Sparse-reward MountainCar: does SVPG's kernel repulsion explore like a novelty archive?
+
+Runs independent workers, pure SVPG (α = 10), SVPG on novelty, on novelty + return, selection
+with novelty fitness, cem-per-particle and erl on ``evo_svpg/MountainCarSparse-v0`` (reward 1 at
+the goal, 0 otherwise; ``--continuous``: ``evo_svpg/MountainCarContinuousSparse-v0``), several
+seeds each, every run stopped at ``--budget`` env steps, with the QD records on (README "Novelty
+and quality diversity"). Writes ``table.md``, ``summary.json``, ``curves.png`` (coverage,
+successes and the training success rate against env steps) and ``visitation.png`` ((x, v)
+visitation of the training steps per mode, all seeds). Re-running resumes unfinished runs.
+
+    python runners/qd_mountaincar.py --seeds 5 --budget 2000000 --out results/qd/discrete \\
+        [--continuous] [--jobs 2] [--modes pure novelty] [-- extra run flags]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from _common import (
+    bootstrap_median_ci,
+    curves_on_grid,
+    final_returns,
+    run_all,
+    run_dir,
+    scalar_on_grid,
+    scalar_series,
+    write_outputs,
+)
+
+from evo_svpg.modes import MODES
+
+COMPARED = (
+    "independent", "pure", "novelty", "novelty-reward", "select-novelty", "cem-per-particle", "erl",
+)  # fmt: skip
+# One 200-step episode per env per iteration on the discrete task (16 × 2,000 = 32,000 steps an
+# iteration, 62 iterations in 2M); one 999-step episode per env on the continuous one.
+TASKS = {
+    False: ("evo_svpg/MountainCarSparse-v0", ["--steps-per-particle", "2000"]),
+    True: ("evo_svpg/MountainCarContinuousSparse-v0", ["--steps-per-particle", "10000"]),
+}
+COMMON = ["--envs-per-particle", "10", "--alpha", "10", "--qd-every", "1"]
+
+
+def _last(path: Path, name: str) -> float:
+    _, values = scalar_series(path, name)
+    return float(values[-1]) if values.size else float("nan")
+
+
+def _first_rewarded_training_episode(path: Path) -> float:
+    """Env steps at the end of the first iteration in which a training episode reached the goal."""
+    with open(path / "metrics.csv", newline="") as fh:
+        for row in csv.DictReader(fh):
+            if row["return_max"] not in ("", "nan") and float(row["return_max"]) > 0:
+                return float(row["env_steps"])
+    return float("inf")
+
+
+def _run_stats(path: Path, budget: int) -> dict[str, float]:
+    first = _last(path, "first_success_env_steps")
+    return {
+        "first_success_env_steps": first if np.isfinite(first) else float("inf"),
+        "final_success_fraction": _last(path, "success_fraction"),
+        "final_coverage": _last(path, "qd_coverage"),
+        "final_qd_score": _last(path, "qd_score"),
+        "first_rewarded_training_env_steps": _first_rewarded_training_episode(path),
+        # Sparse reward: a mean return is the fraction of episodes that reached the goal.
+        "final_training_success": final_returns(path, budget)["mean"],
+    }
+
+
+def _steps(values: np.ndarray) -> str:
+    """Median of env-step counts over seeds; a seed that never got there counts as +inf."""
+    median = np.median(values)
+    return "never" if not np.isfinite(median) else f"{median / 1e6:.2f}M"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--budget", type=int, required=True, help="env steps per run")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--continuous", action="store_true", help="the continuous-action task")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
+    parser.add_argument("--modes", nargs="+", default=list(COMPARED), choices=list(MODES))
+    parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags, after --")
+    args = parser.parse_args()
+    env, task_flags = TASKS[args.continuous]
+    args.env = env
+
+    runs = len(args.modes) * args.seeds
+    print(f"{runs} runs of {args.budget:,} env steps on {env}, {args.jobs} at a time")
+    start = time.perf_counter()
+    walls = run_all(
+        args.out, args.modes, args.seeds, args.budget, args.jobs,
+        lambda mode, seed: ["--env", env, *task_flags, *COMMON, *args.extra],
+    )  # fmt: skip
+    total = time.perf_counter() - start
+
+    lines = [
+        f"{env}, {args.seeds} seeds, budget {args.budget:,} env steps per run (extra flags: "
+        f"{' '.join(args.extra) or 'none'}). Success: a particle's deterministic policy reaches "
+        "the goal in a test episode after an iteration. Coverage and QD-score of the grid "
+        "archive at the end: median over seeds [95 % bootstrap interval of the median].",
+        "",
+        "| mode | seeds with a success | env steps to first success (median) "
+        "| particles succeeding at the end (median) | coverage | QD-score "
+        "| first training episode at the goal (median) | training episodes at the goal, "
+        "last 10 % (median) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    summary = {}
+    for mode in args.modes:
+        stats = [_run_stats(run_dir(args.out, mode, s), args.budget) for s in range(args.seeds)]
+        col = {key: np.array([st[key] for st in stats]) for key in stats[0]}
+        successes = int(np.isfinite(col["first_success_env_steps"]).sum())
+        lines.append(
+            f"| `{mode}` | {successes}/{args.seeds} | {_steps(col['first_success_env_steps'])} | "
+            f"{np.median(col['final_success_fraction']):.0%} | "
+            f"{_ci(col['final_coverage'], 3)} | {_ci(col['final_qd_score'], 0)} | "
+            f"{_steps(col['first_rewarded_training_env_steps'])} | "
+            f"{np.median(col['final_training_success']):.1%} |"
+        )
+        summary[mode] = {key: values.tolist() for key, values in col.items()}
+        summary[mode]["wall_seconds"] = [walls[(mode, s)] for s in range(args.seeds)]
+    spent = sum(walls.values())
+    lines += ["", f"runs' wall time: {spent:.0f} s in all ({args.jobs} at a time; this "
+              f"invocation {total:.0f} s)"]  # fmt: skip
+    write_outputs(args.out, "\n".join(lines), summary, lambda target: _plot(args, target))
+
+
+def _ci(values: np.ndarray, digits: int) -> str:
+    median, low, high = bootstrap_median_ci(values)
+    return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _plot(args, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = np.linspace(0, args.budget, 200)
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN grid points before iteration 1
+    for k, mode in enumerate(args.modes):
+        runs = [run_dir(args.out, mode, s) for s in range(args.seeds)]
+        color = f"C{k % 10}"
+        coverage = scalar_on_grid(runs, "qd_coverage", grid)
+        axes[0].plot(grid, np.nanmedian(coverage, axis=0), color=color, label=mode)
+        lo, hi = np.nanquantile(coverage, [0.25, 0.75], axis=0)
+        axes[0].fill_between(grid, lo, hi, color=color, alpha=0.12)
+        first = np.array([_run_stats(r, args.budget)["first_success_env_steps"] for r in runs])
+        axes[1].plot(grid, (first[:, None] <= grid).mean(axis=0), color=color, label=mode)
+        training = curves_on_grid(runs, grid)["mean"]
+        axes[2].plot(grid, np.nanmedian(training, axis=0), color=color, label=mode)
+    titles = (
+        "grid-archive coverage (median, quartile band)",
+        f"fraction of the {args.seeds} seeds with a deterministic success",
+        "training episodes reaching the goal (mean particle, median)",
+    )
+    for ax, title in zip(axes, titles, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("env steps (rollouts + candidate evaluations)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(args.env)
+    fig.tight_layout()
+    fig.savefig(target, dpi=120)
+    plt.close(fig)
+    _plot_visitation(args, target.with_name("visitation.png"))
+
+
+def _plot_visitation(args, target: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    cols = min(4, len(args.modes))
+    rows = -(-len(args.modes) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.4 * rows), squeeze=False)
+    for ax, mode in zip(axes.flat, args.modes, strict=False):
+        counts, extent = 0, None
+        for s in range(args.seeds):
+            with np.load(run_dir(args.out, mode, s) / "qd.npz") as data:
+                counts = counts + data["visitation"]
+                (x_lo, v_lo), (x_hi, v_hi) = data["visitation_range"]
+                extent = (x_lo, x_hi, v_lo, v_hi)
+        ax.imshow(np.log1p(counts).T, origin="lower", extent=extent, aspect="auto", cmap="magma")
+        ax.axvline(0.45 if args.continuous else 0.5, color="w", ls="--", lw=0.8)
+        ax.set_title(f"{mode}", fontsize=10)
+        ax.set_xlabel("x (goal: dashed)")
+        ax.set_ylabel("v")
+    for ax in axes.flat[len(args.modes) :]:
+        ax.axis("off")
+    fig.suptitle(f"{args.env}: log(1 + visits) of training states, {args.seeds} seeds summed")
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    plt.close(fig)
+    print(f"wrote {target}")
+
+
+if __name__ == "__main__":
+    main()
