@@ -7,10 +7,11 @@ computed incrementally, batched over every env at once, both over the sampler's 
 buffers and inside the evaluator's step loop, and an episode that an iteration boundary cuts
 simply carries its running reductions into the next iteration.
 
-Features read ``x = observation[0]`` and ``v = observation[1]`` (MountainCar: position and
-velocity) and the *effort* of an action: the continuous action clipped to its bounds and scaled
-to [−1, 1], or for ``k`` discrete actions ``a − (k−1)/2`` scaled to [−1, 1] (MountainCar: push
-left −1, none 0, right +1). A step's position features use both its start and end state, so the
+Features read ``x = observation[0]`` and ``v = observation[1]`` (MountainCar: position and velocity)
+and the *effort* of an action: for ``k`` discrete actions ``a − (k−1)/2`` scaled to [−1, 1]
+(MountainCar: push left −1, none 0, right +1); for continuous actions the action clipped to its
+bounds and scaled to [−1, 1] (several dimensions: the root mean square of those, in [0, 1]). Only
+its square enters a descriptor. A step's position features use both its start and end state, so the
 episode's first and last states both count.
 
 =============== ========================================== ====================================
@@ -102,8 +103,9 @@ def get_descriptor(name: str) -> Descriptor:
 
 
 def effort(spec: PolicySpec, actions: np.ndarray) -> np.ndarray:
-    """Actions ``[..., act_dim]`` or ``[...]`` (discrete) as a scaled effort ``[...]`` in [−1, 1]
-    (continuous actions of several dimensions: root mean square of the scaled components)."""
+    """Actions ``[..., act_dim]`` or ``[...]`` (discrete) as a scaled effort ``[...]``: in
+    [−1, 1] for discrete and 1-D continuous actions; several dimensions give the root mean
+    square of the scaled components (in [0, 1])."""
     if spec.discrete:
         half = max(spec.act_dim - 1, 1) / 2
         return (actions.astype(np.float64) - (spec.act_dim - 1) / 2) / half
@@ -132,19 +134,50 @@ class Accumulator:
     def update(self, feats: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Fold one step's features ``[N, F]`` (or ``[len(rows), F]`` for ``rows``) in."""
         acc = self.values if rows is None else self.values[rows]
+        self._fold(acc, feats)
+        if rows is not None:
+            self.values[rows] = acc
+
+    def segments(self, feats: np.ndarray, done: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fold ``T`` steps of features ``[T, N, F]`` in at once (segmented reductions).
+
+        ``done [T, N]`` ends an episode after its step. Returns the reductions ``[k, F]`` of the
+        ``k`` episodes that ended, in ``np.nonzero(done)`` (time-major) order, and leaves each
+        env's unfinished episode in ``values``. A handful of ``reduceat`` calls instead of a
+        Python loop over the ``T`` steps (15 ms → 1 ms for 200 × 160 envs).
+        """
+        t_max, n_envs, _ = feats.shape
+        env_major = np.ascontiguousarray(feats.transpose(1, 0, 2)).reshape(n_envs * t_max, -1)
+        ends_env = done.T.reshape(-1)  # [N·T] env-major: the step ends an episode
+        after = np.flatnonzero(ends_env[:-1]) + 1  # a new segment starts after every done ...
+        starts = np.union1d(np.arange(n_envs) * t_max, after[after % t_max != 0])  # ... or at t=0
+        seg = np.empty((starts.size, feats.shape[2]))
+        c = self._cols
+        for name, ufunc in (("min", np.minimum), ("max", np.maximum), ("sum", np.add)):
+            if c[name].size:
+                seg[:, c[name]] = ufunc.reduceat(env_major[:, c[name]], starts, axis=0)
+        last_step = np.append(starts[1:], n_envs * t_max) - 1
+        seg[:, c["last"]] = env_major[last_step][:, c["last"]]
+        env = starts // t_max
+        first = starts % t_max == 0  # continues the episode carried in from the last call
+        carried = self.values[env[first]]
+        self._fold(carried, seg[first])
+        seg[first] = carried
+        ended = ends_env[last_step]
+        order = np.lexsort((env[ended], last_step[ended] % t_max))  # time-major, then env
+        finished = seg[ended][order]
+        self.values = np.tile(self._init, (n_envs, 1))
+        running = ~ended & (last_step % t_max == t_max - 1)
+        self.values[env[running]] = seg[running]
+        return finished
+
+    def _fold(self, acc: np.ndarray, feats: np.ndarray) -> None:
+        """``acc ← acc ⊕ feats`` per column's reduction, in place (both ``[k, F]``)."""
         c = self._cols
         acc[:, c["min"]] = np.minimum(acc[:, c["min"]], feats[:, c["min"]])
         acc[:, c["max"]] = np.maximum(acc[:, c["max"]], feats[:, c["max"]])
         acc[:, c["sum"]] += feats[:, c["sum"]]
         acc[:, c["last"]] = feats[:, c["last"]]
-        if rows is not None:
-            self.values[rows] = acc
-
-    def finish(self, rows: np.ndarray) -> np.ndarray:
-        """Descriptors ``[len(rows), D]`` of the episodes ending in ``rows``; those rows restart."""
-        out = self.descriptor.finalize(self.values[rows])
-        self.values[rows] = self._init
-        return out
 
     def peek(self) -> np.ndarray:
         """Descriptors ``[N, D]`` of the episodes so far (not restarted)."""
@@ -210,6 +243,13 @@ class Describer:
                 f"descriptor={name!r} needs finite observation bounds for x and v; this env's "
                 f"are x {x_range}, v {v_range}"
             )
+        empty = [i for i, (lo, hi) in enumerate(self.bounds) if not lo < hi]
+        if empty:
+            raise ValueError(
+                f"descriptor={name!r}: dimension {empty[0]} ({self.descriptor.labels[empty[0]]}) "
+                f"has bounds {self.bounds[empty[0]]} with x {x_range}, v {v_range} and "
+                f"max_episode_steps={max_steps}; it needs low < high (a time limit for energy)"
+            )
         self.acc = Accumulator(self.descriptor, n_envs)
 
     @classmethod
@@ -243,14 +283,7 @@ class Describer:
         feats = self.step_features(obs, final_obs, actions).reshape(t_max, n * e, -1)
         done_flat = done.reshape(t_max, n * e)
         t_idx, slot = np.nonzero(done_flat)
-        out = np.empty((t_idx.size, self.descriptor.dim))
-        pos = 0
-        for t in range(t_max):  # vectorised over all n·E envs; T numpy calls per iteration
-            self.acc.update(feats[t])
-            rows = slot[pos : pos + np.count_nonzero(done_flat[t])]
-            if rows.size:
-                out[pos : pos + rows.size] = self.acc.finish(rows)
-                pos += rows.size
+        out = self.descriptor.finalize(self.acc.segments(feats, done_flat))
         cut_valid = ~done_flat[-1]
         return Behaviours(
             descriptors=out,

@@ -183,23 +183,29 @@ class Checkpointer(Callback):
 
 class QDArrays(Callback):
     """``qd.npz``: the grid archive's best return per cell and the (x, v) visitation counts
-    (``MeasureQD.arrays``), written with each checkpoint and at the end."""
+    (``MeasureQD.arrays``), written with each checkpoint, at the end and on Ctrl-C (then for the
+    last completed iteration, like the checkpoint)."""
 
     def __init__(self, out: Path, every: int) -> None:
         self.path, self.every = out / "qd.npz", every
+        self.arrays: dict[str, np.ndarray] | None = None
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        measure = [op for op in run.operators if isinstance(op, MeasureQD)]
+        self.arrays = measure[0].arrays() if measure else None
         if record.iteration % self.every == 0:
-            self._save(run)
+            self._save()
 
     def on_end(self, run: Run) -> None:
-        self._save(run)
+        self._save()
 
-    def _save(self, run: Run) -> None:
-        for op in run.operators:
-            if isinstance(op, MeasureQD):
-                arrays = op.arrays()
-                atomic_write_bytes(self.path, lambda fh, a=arrays: np.savez(fh, **a))
+    def on_interrupt(self, run: Run, exc: BaseException) -> None:
+        if not isinstance(exc, NonFiniteError):
+            self._save()
+
+    def _save(self) -> None:
+        if self.arrays is not None:
+            atomic_write_bytes(self.path, lambda fh: np.savez(fh, **self.arrays))
 
 
 class Progress(Callback):

@@ -155,16 +155,19 @@ def build_run(cfg: RunConfig) -> Run:
     )  # fmt: skip
     if cfg.qd_every:
         evaluator.log = []  # candidate evaluations are offered to the QD grid archive too
-        operators.append(_measure_qd(cfg, spec, env, describer))
+        operators.append(_measure_qd(cfg, spec, env, describer, time_limit))
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
     return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params))
 
 
-def _measure_qd(cfg: RunConfig, spec: PolicySpec, env: BatchedEnv, describer) -> MeasureQD:
-    """The QD records of a run (README "Novelty and quality diversity")."""
+def _measure_qd(
+    cfg: RunConfig, spec: PolicySpec, env: BatchedEnv, describer, time_limit: int | None
+) -> MeasureQD:
+    """The QD records of a run (README "Novelty and quality diversity"). Appended last: it
+    drains the evaluator's log of the iteration's evaluations (which is not checkpointed)."""
     tester = Evaluator(
         cfg.env, spec, cfg.qd_eval_episodes, cfg.subseed(4), deterministic=True,
-        descriptor=cfg.descriptor, max_episode_steps=cfg.max_episode_steps or None,
+        descriptor=cfg.descriptor, max_episode_steps=time_limit,
     )  # fmt: skip
     space = env.single_observation_space
     if not (bounded(space.low[:2]) and bounded(space.high[:2])):

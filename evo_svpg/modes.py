@@ -99,16 +99,26 @@ def _erl(cfg, spec) -> list[Operator]:
     return [*svpg_operators(cfg), population]
 
 
-def _novelty(cfg, spec) -> list[Operator]:
-    ops = svpg_operators(cfg)
-    ops.insert(1, NoveltySignal(cfg.novelty_k, cfg.archive_size, weight=1.0))
-    return ops
+def _novelty_signal(weight: Callable[..., float]) -> Callable[..., list[Operator]]:
+    """SVPG whose estimator sees the novelty signal (``weight(cfg)``: 1 = novelty alone)."""
+
+    def build(cfg, spec) -> list[Operator]:
+        ops = svpg_operators(cfg)
+        ops.insert(1, NoveltySignal(cfg.novelty_k, cfg.archive_size, weight=weight(cfg)))
+        return ops
+
+    return build
 
 
-def _novelty_reward(cfg, spec) -> list[Operator]:
-    ops = svpg_operators(cfg)
-    ops.insert(1, NoveltySignal(cfg.novelty_k, cfg.archive_size, weight=cfg.novelty_weight))
-    return ops
+def _reinforce_only(cfg) -> None:
+    """A bootstrapping critic would count a cut segment's novelty twice (its partial signal,
+    then V(s_T) of the rest of the episode): the signal modes need REINFORCE."""
+    if cfg.estimator != "reinforce":
+        raise ValueError(
+            f"estimator={cfg.estimator!r} is not supported by mode={cfg.mode!r}; choose "
+            "estimator='reinforce' (its episode-level novelty signal is cut at the iteration "
+            "boundary, which a2c's critic would bootstrap past)"
+        )
 
 
 def _select_novelty(cfg, spec) -> list[Operator]:
@@ -165,12 +175,14 @@ MODES: dict[str, Mode] = {
     "novelty": Mode(
         "SVPG on novelty: each episode's return signal is its novelty (mean distance to the k "
         "nearest behaviours in the archive and population)",
-        _novelty,
+        _novelty_signal(lambda cfg: 1.0),
+        validate=_reinforce_only,
     ),
     "novelty-reward": Mode(
         "SVPG on novelty_weight·z(novelty) + (1 − novelty_weight)·z(return) per episode "
         "(NSR-style)",
-        _novelty_reward,
+        _novelty_signal(lambda cfg: cfg.novelty_weight),
+        validate=_reinforce_only,
     ),
     "select-novelty": Mode(
         "select, with each particle's novelty as its fitness instead of its return",

@@ -23,26 +23,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.spatial import cKDTree
 
+from evo_svpg.checks import check_int, check_rows
+
 _CHUNK_ELEMENTS = 1 << 22  # bound on the [q, r, D] temporary of a brute-force block (32 MiB)
 _MIN_CAPACITY = 1024  # first allocation of the ring buffer; it doubles up to max_size
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _check_descriptors(x: np.ndarray, name: str, dim: int | None = None) -> np.ndarray:
-    """``x`` as float64 ``[n, D]`` (``D = dim`` if given), finite; ValueError otherwise."""
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2 or (dim is not None and arr.shape[1] != dim):
-        want = f"[n, {dim}]" if dim is not None else "[n, D]"
-        raise ValueError(f"{name} must be a 2-D array of shape {want}, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        row, col = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name} must be finite, got {arr[row, col]} at row {row}, column {col}")
-    return arr
 
 
 def _check_exclude(exclude: np.ndarray | None, q: int, r: int, into: str) -> np.ndarray:
@@ -110,9 +94,9 @@ def knn_novelty(
     all of them, with none it is 0. Brute force: meant for small reference sets and as the
     definition :class:`NoveltyArchive` is tested against.
     """
-    k = _check_int(k, "k", 1)
-    queries = _check_descriptors(queries, "queries")
-    points = _check_descriptors(points, "points", queries.shape[1])
+    k = check_int(k, "k", 1)
+    queries = check_rows(queries, "queries")
+    points = check_rows(points, "points", queries.shape[1])
     exclude = _check_exclude(exclude, len(queries), len(points), "points")
     dist = _nearest_brute(queries, points, exclude, min(k, len(points)))
     return _mean_smallest(dist, np.minimum(k, len(points) - (exclude >= 0)))
@@ -122,9 +106,9 @@ class NoveltyArchive:
     """FIFO ring buffer of past descriptors; novelty against it ∪ the current population."""
 
     def __init__(self, dim: int, k: int = 10, max_size: int = 100_000) -> None:
-        self.dim = _check_int(dim, "dim", 1)
-        self.k = _check_int(k, "k", 1)
-        self.max_size = _check_int(max_size, "max_size", 1)
+        self.dim = check_int(dim, "dim", 1)
+        self.k = check_int(k, "k", 1)
+        self.max_size = check_int(max_size, "max_size", 1)
         self._buf = np.empty((0, self.dim))  # storage order; grows (doubling) up to max_size rows
         self._pos = 0  # next slot to write; equals _count until the buffer is full
         self._count = 0
@@ -155,8 +139,8 @@ class NoveltyArchive:
         ``exclude [q]`` int: index into ``population`` of each query's own entry, skipped
         (``-1``: none), so a particle is not its own nearest neighbour.
         """
-        queries = _check_descriptors(queries, "queries", self.dim)
-        population = _check_descriptors(population, "population", self.dim)
+        queries = check_rows(queries, "queries", self.dim)
+        population = check_rows(population, "population", self.dim)
         exclude = _check_exclude(exclude, len(queries), len(population), "population")
         if len(queries) == 0:
             return np.zeros(0)
@@ -178,7 +162,7 @@ class NoveltyArchive:
 
     def add(self, descriptors: np.ndarray) -> None:
         """Append ``descriptors [m, D]``; once ``max_size`` is reached, overwrite the oldest."""
-        x = _check_descriptors(descriptors, "descriptors", self.dim)
+        x = check_rows(descriptors, "descriptors", self.dim)
         m = len(x)
         if m == 0:
             return
@@ -208,7 +192,7 @@ class NoveltyArchive:
                 raise ValueError(
                     f"state has {key}={state[key]}, this archive {key}={getattr(self, key)}"
                 )
-        data = _check_descriptors(state["descriptors"], "state['descriptors']", self.dim)
+        data = check_rows(state["descriptors"], "state['descriptors']", self.dim)
         count, pos = int(state["count"]), int(state["position"])
         full = count == self.max_size
         if len(data) != count or not 0 <= pos < self.max_size or (not full and pos != count):

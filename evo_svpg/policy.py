@@ -48,6 +48,20 @@ class PolicySpec:
             )
         if any(h < 1 for h in self.hidden_sizes):
             raise ValueError(f"hidden_sizes={self.hidden_sizes} must all be positive")
+        if (self.obs_shift is None) != (self.obs_scale is None):
+            raise ValueError("obs_shift and obs_scale are given together or not at all")
+        if self.obs_scale is not None:
+            shift, scale = np.asarray(self.obs_shift), np.asarray(self.obs_scale)
+            if shift.shape != (self.obs_dim,) or scale.shape != (self.obs_dim,):
+                raise ValueError(
+                    f"obs_shift and obs_scale need obs_dim={self.obs_dim} values each, got "
+                    f"{shift.shape} and {scale.shape}"
+                )
+            if not (np.isfinite(shift).all() and np.isfinite(scale).all() and (scale > 0).all()):
+                raise ValueError(
+                    f"obs_shift={self.obs_shift}, obs_scale={self.obs_scale} must be "
+                    "finite with obs_scale > 0"
+                )
 
     def network_input(self, obs):
         """What the first layer sees: ``obs`` or ``(obs − obs_shift) · obs_scale`` (numpy/torch).

@@ -18,11 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+from evo_svpg.checks import check_int, check_rows
 
 
 def _check_bounds(low: Sequence[float], high: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -39,17 +35,6 @@ def _check_bounds(low: Sequence[float], high: Sequence[float]) -> tuple[np.ndarr
                 f"bounds of dimension {i} must be finite with low < high, got ({a}, {b})"
             )
     return lo, hi
-
-
-def _check_batch(x: np.ndarray, name: str, dim: int) -> np.ndarray:
-    """``x`` as finite float64 ``[m, dim]``; ValueError naming ``name`` otherwise."""
-    arr = np.asarray(x, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] != dim:
-        raise ValueError(f"{name} must have shape [m, {dim}], got {arr.shape}")
-    if not np.isfinite(arr).all():
-        row, col = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(f"{name} must be finite, got {arr[row, col]} at row {row}, column {col}")
-    return arr
 
 
 def grid_coordinates(
@@ -79,7 +64,7 @@ class GridArchive:
             raise ValueError(
                 f"cells must be an int or one int per dimension ({dim}), got {cells!r}"
             )
-        self.cells = np.array([_check_int(c, "cells", 1) for c in per_dim], dtype=np.int64)
+        self.cells = np.array([check_int(c, "cells", 1) for c in per_dim], dtype=np.int64)
         if not np.isfinite(offset):
             raise ValueError(f"offset must be finite, got {offset!r}")
         self.offset = float(offset)
@@ -91,7 +76,7 @@ class GridArchive:
 
     def cell_index(self, descriptors: np.ndarray) -> np.ndarray:
         """``[m]`` flat (C-order) cell index of each descriptor ``[m, D]``."""
-        x = _check_batch(descriptors, "descriptors", self.dim)
+        x = check_rows(descriptors, "descriptors", self.dim)
         coords = grid_coordinates(x, self.low, self.high, self.cells)
         return np.ravel_multi_index(tuple(coords.T), tuple(self.cells))
 
@@ -168,7 +153,7 @@ class Visitation:
         self.low, self.high = _check_bounds(low, high)
         if self.low.size != 2:
             raise ValueError(f"Visitation is 2-D: low and high need 2 values, got {self.low.size}")
-        self.bins = _check_int(bins, "bins", 1)
+        self.bins = check_int(bins, "bins", 1)
         self.counts = np.zeros((self.bins, self.bins), dtype=np.int64)  # [x-bin, v-bin]
 
     def add(self, points: np.ndarray) -> None:
@@ -176,7 +161,7 @@ class Visitation:
         p = np.asarray(points, dtype=np.float64)
         if p.size == 0:
             return
-        p = _check_batch(p, "points", 2)
+        p = check_rows(p, "points", 2)
         coords = grid_coordinates(p, self.low, self.high, np.array([self.bins, self.bins]))
         flat = coords[:, 0] * self.bins + coords[:, 1]
         self.counts += np.bincount(flat, minlength=self.bins**2).reshape(self.bins, self.bins)

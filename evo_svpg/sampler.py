@@ -196,5 +196,10 @@ class Sampler:
         self.obs = state["obs"].copy()
         self.running_return = state["running_return"].copy()
         self.running_length = state["running_length"].copy()
-        if self.describer is not None and state.get("describer") is not None:
+        if self.describer is not None:
+            if state.get("describer") is None:
+                raise ValueError(
+                    "the checkpoint has no behaviour-descriptor state for its running episodes "
+                    "(written by a run without descriptors); it cannot resume this run"
+                )
             self.describer.load_state_dict(state["describer"])

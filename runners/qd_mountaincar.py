@@ -15,7 +15,6 @@ visitation of the training steps per mode, all seeds). Re-running resumes unfini
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import time
 import warnings
@@ -34,15 +33,17 @@ from _common import (
 )
 
 from evo_svpg.modes import MODES
+from evo_svpg.plot import load_curves
 
 COMPARED = (
     "independent", "pure", "novelty", "novelty-reward", "select-novelty", "cem-per-particle", "erl",
 )  # fmt: skip
 # One 200-step episode per env per iteration on the discrete task (16 × 2,000 = 32,000 steps an
-# iteration, 62 iterations in 2M); one 999-step episode per env on the continuous one.
+# iteration, 62 iterations in 2M); half a 999-step episode per env and iteration on the continuous
+# one (cut episodes carry on, and are described as a whole when they end).
 TASKS = {
     False: ("evo_svpg/MountainCarSparse-v0", ["--steps-per-particle", "2000"]),
-    True: ("evo_svpg/MountainCarContinuousSparse-v0", ["--steps-per-particle", "10000"]),
+    True: ("evo_svpg/MountainCarContinuousSparse-v0", ["--steps-per-particle", "5000"]),
 }
 COMMON = ["--envs-per-particle", "10", "--alpha", "10", "--qd-every", "1"]
 
@@ -53,12 +54,11 @@ def _last(path: Path, name: str) -> float:
 
 
 def _first_rewarded_training_episode(path: Path) -> float:
-    """Env steps at the end of the first iteration in which a training episode reached the goal."""
-    with open(path / "metrics.csv", newline="") as fh:
-        for row in csv.DictReader(fh):
-            if row["return_max"] not in ("", "nan") and float(row["return_max"]) > 0:
-                return float(row["env_steps"])
-    return float("inf")
+    """Env steps at the end of the first iteration in which a training episode reached the goal
+    (sparse reward: a particle's mean return > 0)."""
+    curves = load_curves(path)
+    reached = np.flatnonzero(np.nan_to_num(curves["best"]) > 0)
+    return float(curves["env_steps"][reached[0]]) if reached.size else float("inf")
 
 
 def _run_stats(path: Path, budget: int) -> dict[str, float]:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evo_svpg.behaviour import DESCRIPTORS, Describer, effort, get_descriptor, scale
+from evo_svpg.envs import make_batched_env
 from evo_svpg.evaluation import Evaluator
 from evo_svpg.policy import PolicySpec
+from evo_svpg.sampler import Sampler
 
 DISCRETE = PolicySpec(2, 3, True, (8,))
 CONTINUOUS = PolicySpec(2, 1, False, (8,), action_low=(-1.0,), action_high=(1.0,))
@@ -191,3 +194,66 @@ def test_evaluator_describes_its_episodes_consistently_with_their_outcome():
         descriptor="extremes",
     ).episodes_of(theta)  # fmt: skip
     np.testing.assert_array_equal(again.descriptors, result.descriptors)
+
+
+@pytest.mark.parametrize(
+    ("env_id", "name"),
+    [
+        ("evo_svpg/MountainCarSparse-v0", "gep"),
+        ("evo_svpg/MountainCarContinuousSparse-v0", "gep"),
+        ("evo_svpg/MountainCarSparse-v0", "final_state"),
+    ],
+)
+def test_sampler_descriptors_equal_each_episodes_own_trajectory(env_id, name):
+    """Real rollouts (autoreset, 17-step limit, 13-step iterations): every described episode
+    equals the descriptor computed from that episode's own states and actions alone."""
+    n, e = 2, 3
+    env = make_batched_env(env_id, n * e, max_episode_steps=17)
+    continuous = env_id.endswith("ContinuousSparse-v0")
+    spec = CONTINUOUS if continuous else DISCRETE
+    sampler = Sampler(env, spec, n, seed=4, describer=Describer.for_env(name, spec, env))
+    theta = spec.init_params(n, torch.Generator().manual_seed(0)).numpy()
+    states = [[] for _ in range(n * e)]  # per env: states of its running episode
+    efforts = [[] for _ in range(n * e)]
+    expected, got = [], []
+    for _ in range(4):
+        rollout = sampler.collect(theta, 13)
+        got.append(rollout.behaviours.descriptors)
+        done = (rollout.terminated | rollout.truncated).reshape(13, n * e)
+        done[-1] = sampler.running_length == 0  # true episode ends, not the iteration cut
+        obs = rollout.obs.reshape(13, n * e, 2)
+        final = rollout.final_obs.reshape(13, n * e, 2)
+        u = effort(spec, rollout.actions).reshape(13, n * e)
+        for t in range(13):
+            for j in range(n * e):
+                if not states[j]:
+                    states[j].append(obs[t, j].copy())  # the buffers are reused
+                states[j].append(final[t, j].copy())
+                efforts[j].append(u[t, j])
+                if done[t, j]:
+                    xs = np.array(states[j], dtype=np.float64)
+                    lo, hi = xs[:, 0].min(), xs[:, 0].max()
+                    expected.append(
+                        {
+                            "gep": [hi, hi - lo, 0.1 * float(np.sum(np.square(efforts[j])))],
+                            "final_state": list(xs[-1]),
+                        }[name]
+                    )
+                    states[j], efforts[j] = [], []
+    got = np.concatenate(got)
+    assert len(got) >= 6  # several episodes ended, some of them across iteration boundaries
+    np.testing.assert_allclose(got, np.array(expected), rtol=1e-12, atol=1e-12)
+
+
+def test_evaluator_descriptors_do_not_depend_on_compaction():
+    spec = PolicySpec(2, 1, False, (8,), action_low=(-1.0,), action_high=(1.0,))
+    theta = spec.init_params(12, torch.Generator().manual_seed(2)).numpy()
+    env_id = "evo_svpg/MountainCarContinuousSparse-v0"
+    options = {"descriptor": "gep", "max_episode_steps": 60}
+    results = [
+        Evaluator(env_id, spec, 2, seed=1, compact=compact, **options).episodes_of(theta)
+        for compact in (True, False)
+    ]
+    np.testing.assert_array_equal(results[0].descriptors, results[1].descriptors)
+    np.testing.assert_array_equal(results[0].returns, results[1].returns)
+    assert results[0].steps == results[1].steps

@@ -51,7 +51,11 @@ def test_novelty_signal_puts_each_segments_novelty_on_its_last_step():
     population = scale(b.particle_means(), b.bounds)
     cut_p, cut_e = np.nonzero(b.partial_valid)
     segments = np.concatenate([b.descriptors, b.partial[cut_p, cut_e]])
-    expected = knn_novelty(scale(segments, b.bounds), np.concatenate([prior, population]), 3)
+    # Each segment against the archive and the OTHER particles' behaviours (own one excluded).
+    own = 5 + np.concatenate([b.particle, cut_p])  # index of its particle's row in the reference
+    reference = np.concatenate([prior, population])
+    expected = knn_novelty(scale(segments, b.bounds), reference, 3, exclude=own)
+    assert not np.allclose(expected, knn_novelty(scale(segments, b.bounds), reference, 3))
     rewards = state.rollout.rewards
     steps = np.concatenate([b.step, np.full(cut_p.size, rewards.shape[0] - 1)])
     where = (steps, np.concatenate([b.particle, cut_p]), np.concatenate([b.env, cut_e]))
@@ -169,6 +173,10 @@ def test_novelty_and_qd_runs_resume_to_the_same_records(mode, tmp_path):
         (["--archive-size", "0"], r"archive_size=0 must be a positive integer"),
         (["--novelty-k", "0"], r"novelty_k=0 must be a positive integer"),
         (["--qd-every", "-1"], r"qd_every=-1 must be an integer >= 0"),
+        (
+            ["--mode", "novelty", "--estimator", "a2c"],
+            r"estimator='a2c' is not supported by mode='novelty'; choose estimator='reinforce'",
+        ),
         (["--max-episode-steps", "-5"], r"max_episode_steps=-5 must be an integer >= 0"),
         (["--obs-scaling", "bounds"], r"obs_scaling='bounds' needs finite observation bounds"),
         (["--qd-every", "1"], r"qd_every=1 records the \(x, v\).*needs bounded observations"),

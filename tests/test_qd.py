@@ -144,7 +144,9 @@ def test_bad_batches():
         archive.add(np.zeros((2, 2)), np.array([0.0, np.nan]))
     with pytest.raises(ValueError, match="descriptors must be finite, got inf at row 0, column 1"):
         archive.add(np.array([[0.0, np.inf]]), np.array([1.0]))
-    with pytest.raises(ValueError, match=r"descriptors must have shape \[m, 2\], got \(3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"descriptors must be a 2-D array of shape \[n, 2\], got shape \(3, 3"
+    ):
         archive.add(np.zeros((3, 3)), np.zeros(3))
     with pytest.raises(ValueError, match=r"descriptors \(2 rows\) and objectives \(3\)"):
         archive.add(np.zeros((2, 2)), np.zeros(3))
@@ -195,7 +197,9 @@ def test_visitation_state_and_errors():
         Visitation([0, 0], [1, 1], bins=0)
     with pytest.raises(ValueError, match=r"bounds of dimension 1 must be finite with low < high"):
         Visitation([0, 1], [1, 1])
-    with pytest.raises(ValueError, match=r"points must have shape \[m, 2\], got \(3,\)"):
+    with pytest.raises(
+        ValueError, match=r"points must be a 2-D array of shape \[n, 2\], got shape \(3,\)"
+    ):
         vis.add(np.zeros(3))
     with pytest.raises(ValueError, match="points must be finite, got nan"):
         vis.add(np.array([[np.nan, 0.0]]))

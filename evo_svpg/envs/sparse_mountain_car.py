@@ -66,27 +66,27 @@ class MountainCarContinuousSparseEnv(Continuous_MountainCarEnv):
         return obs, _sparse_reward(terminated), terminated, truncated, info
 
 
-class MountainCarSparseBatchedEnv(MountainCarBatchedEnv):
+class _SparseReward:
+    """Mixin for a batched car: the parent's dynamics, reward 1.0 exactly where it terminates."""
+
+    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        obs, _, terminated = super()._advance(actions)
+        return obs, terminated.astype(np.float64), terminated
+
+
+class MountainCarSparseBatchedEnv(_SparseReward, MountainCarBatchedEnv):
     """``num_envs`` copies of ``evo_svpg/MountainCarSparse-v0`` (MountainCar-v0 dynamics)."""
 
     env_id = MOUNTAIN_CAR_SPARSE_ID
     max_episode_steps = 200
 
-    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        obs, _, terminated = super()._advance(actions)
-        return obs, terminated.astype(np.float64), terminated
 
-
-class MountainCarContinuousSparseBatchedEnv(MountainCarContinuousBatchedEnv):
+class MountainCarContinuousSparseBatchedEnv(_SparseReward, MountainCarContinuousBatchedEnv):
     """``num_envs`` copies of ``evo_svpg/MountainCarContinuousSparse-v0``
     (MountainCarContinuous-v0 dynamics)."""
 
     env_id = MOUNTAIN_CAR_CONTINUOUS_SPARSE_ID
     max_episode_steps = 999
-
-    def _advance(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        obs, _, terminated = super()._advance(actions)
-        return obs, terminated.astype(np.float64), terminated
 
 
 _SPECS: dict[str, tuple[str, int]] = {

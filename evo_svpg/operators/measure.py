@@ -7,12 +7,14 @@ and keeps three records over the whole run:
   episode the run evaluates: training episodes, candidate/population evaluations (CEM, CMA-ES,
   ERL) and the deterministic tests below. Its coverage, QD-score and best return go to
   ``scalars.csv`` every iteration;
-* the (x, v) visitation counts of every training step (:class:`~evo_svpg.qd.Visitation`);
-* every ``qd_every`` iterations, each particle's *deterministic* policy (argmax / mean action)
-  runs ``qd_eval_episodes`` fresh episodes: ``success_fraction`` is the fraction of particles
-  that reach a terminal state (MountainCar: the goal) in any of them, ``success_any`` whether
-  one does, ``det_return_<i>`` particle i's mean return. ``first_success_env_steps`` is the
-  run's ``env_steps`` at the first test that any particle passed.
+* the (x, v) visitation counts of every training step's end state
+  (:class:`~evo_svpg.qd.Visitation`);
+* every ``qd_every`` iterations, each particle's *deterministic* policy (argmax / mean action) runs
+  ``qd_eval_episodes`` fresh episodes: ``success_fraction`` is the fraction of particles that reach
+  a terminal state (MountainCar: the goal) in any of them, ``success_any`` whether one does,
+  ``det_return_<i>`` particle i's mean return. (On tasks whose terminal states are failures, e.g.
+  CartPole, "success" would mean failure: these records are for goal tasks.)
+  ``first_success_env_steps`` is the run's ``env_steps`` at the first test that any particle passed.
 
 The deterministic tests' env steps are *not* charged to ``env_steps`` (they are measurement,
 like a held-out test set; modes are compared at equal learning budgets) and are reported as
@@ -46,7 +48,8 @@ class MeasureQD:
         self.grid.add(behaviours.descriptors, behaviours.returns)
         for episodes in ctx.evaluator.take_log():
             self._offer(episodes)
-        self.visitation.add(state.rollout.obs[..., :2].reshape(-1, 2))
+        # Each step's end state: terminal (goal) states are in final_obs only.
+        self.visitation.add(state.rollout.final_obs[..., :2].reshape(-1, 2))
         if state.current_iteration % self.every == 0:
             self._test(state)
         s = state.scalars
@@ -77,10 +80,10 @@ class MeasureQD:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """What the run leaves on disk in ``qd.npz`` (for figures across runs)."""
-        return {
+        return {  # copies: a snapshot of this iteration
             "grid_best": self.grid.best_per_cell(),
             "grid_bounds": np.array(self.grid_bounds),
-            "visitation": self.visitation.counts,
+            "visitation": self.visitation.counts.copy(),
             "visitation_range": np.array([self.visitation.low, self.visitation.high]),
         }
 

@@ -1,18 +1,19 @@
 """Novelty operators: SVPG driven by how *new* a particle's behaviour is, not (only) its return.
 
-Behaviours are the rollout's episode descriptors (:mod:`evo_svpg.behaviour`), scaled to [0, 1]
-per dimension. Novelty is the NS-ES one (:mod:`evo_svpg.novelty`): mean distance to the k
-nearest neighbours among the archive and this iteration's particle behaviours (each particle's
-mean episode descriptor). After novelty is computed the particles' behaviours join the archive,
-one entry per particle per iteration (NS-ES adds its updated parent's mean behaviour).
+Behaviours are the rollout's episode descriptors (:mod:`evo_svpg.behaviour`), scaled to [0, 1] per
+dimension. Novelty is the NS-ES one (:mod:`evo_svpg.novelty`): mean distance to the k nearest
+neighbours among the archive and this iteration's behaviours of the *other* particles (a particle's
+behaviour is its mean episode descriptor). After novelty is computed the particles' behaviours join
+the archive, one entry per particle per iteration (NS-ES adds its updated parent's mean behaviour).
 
 * :class:`NoveltySignal` replaces the rewards the estimator sees: every episode segment in the
-  rollout gets one signal on its last step, 0 elsewhere, so with the discounted return-to-go
-  every step of the segment is credited with it (an episode-level signal, as in NS-ES /
-  NSR-ES). ``weight = 1`` is pure novelty (``novelty``); ``0 < weight < 1`` mixes
-  ``weight · z(novelty) + (1 − weight) · z(return)``, both standardised over the population's
-  segments of the iteration (``novelty-reward``, NSR-style). Segments the iteration boundary cut
-  are scored on their trajectory so far. Returns in ``metrics.csv`` stay the env's returns.
+  rollout gets one signal on its last step, 0 elsewhere, so REINFORCE's discounted return-to-go
+  credits every step of the segment with it (an episode-level signal, as in NS-ES / NSR-ES). A2C is
+  refused (see :func:`evo_svpg.modes`): its critic would bootstrap past a cut segment that was
+  already paid its partial novelty. ``weight = 1`` is pure novelty (``novelty``); ``0 < weight < 1``
+  mixes ``weight · z(novelty) + (1 − weight) · z(return)``, both standardised over the population's
+  segments of the iteration (``novelty-reward``, NSR-style). Segments the iteration boundary cut are
+  scored on their trajectory so far. Returns in ``metrics.csv`` stay the env's returns.
 * :class:`NoveltyFitness` sets ``state.fitness`` to each particle's novelty (its own entry
   excluded), for selection operators (``select-novelty``).
 """
@@ -75,7 +76,9 @@ class NoveltySignal(_ArchiveHolder):
         cut_p, cut_e = np.nonzero(b.partial_valid)
         queries = scale(np.concatenate([b.descriptors, b.partial[cut_p, cut_e]]), b.bounds)
         archive = self._archive(population.shape[1])
-        novelty = archive.novelty(queries, population)
+        # A segment is compared with the archive and the *other* particles' behaviours: its own
+        # particle's mean would reward a particle for inconsistent episodes.
+        novelty = archive.novelty(queries, population, exclude=np.concatenate([b.particle, cut_p]))
         returns = np.concatenate([b.returns, b.partial_returns[cut_p, cut_e]])
         if self.weight < 1:
             signal = self.weight * _standardize(novelty) + (1 - self.weight) * _standardize(returns)
