@@ -1,5 +1,7 @@
 """The comparison runners' statistics and curve alignment, and (slow) a tiny comparison run."""
 
+import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +67,21 @@ def test_compare_modes_writes_its_table_and_figure(tmp_path):
         steps = np.genfromtxt(out / "pure" / f"seed{seed}" / "metrics.csv", delimiter=",",
                               names=True)["env_steps"]  # fmt: skip
         assert steps.max() >= 4000 > steps.max() - 2 * 400  # stopped by the budget
+
+
+@pytest.mark.slow
+def test_qd_mountaincar_writes_its_table_and_figures(tmp_path):
+    out = tmp_path / "qd"
+    cmd = [
+        sys.executable, str(ROOT / "runners" / "qd_mountaincar.py"), "--seeds", "2",
+        "--budget", "3000", "--out", str(out), "--modes", "pure", "novelty", "--",
+        "--particles", "2", "--steps-per-particle", "400", "--hidden-sizes", "8",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    table = (out / "table.md").read_text()
+    assert re.search(r"^\| `novelty` \| [012]/2 \|", table, flags=re.M)
+    for name in ("curves.png", "visitation.png"):
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["pure"]) >= {"final_coverage", "first_success_env_steps"}
