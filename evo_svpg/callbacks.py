@@ -236,6 +236,11 @@ class Progress(Callback):
             f"env steps {record.env_steps:,} | {rate:.2f}M steps/s | "
             f"best {record.best_return:.1f} | mean {record.mean_return:.1f}"
         )
+        scalars = record.scalars
+        if "qd_coverage" in scalars:  # sparse tasks: the returns alone say little
+            info += f" | coverage {scalars['qd_coverage']:.3f}"
+            if "success_fraction" in scalars:
+                info += f" | success {scalars['success_fraction']:.0%}"
         if self.bar is not None:
             _, done = _progress(run, record.iteration, record.env_steps)
             self.bar.update(self.task, completed=done, info=info)
