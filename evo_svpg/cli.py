@@ -157,7 +157,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         train(run, callbacks)
     except KeyboardInterrupt:
         done = checkpointer.saved_iteration
-        print(f"\ninterrupted; saved after iteration {done}; continue: evo-svpg run --resume {out}")
+        if done == 0:
+            print(
+                f"\ninterrupted before the first iteration ended; nothing saved yet: "
+                f"evo-svpg run --resume {out} starts it again"
+            )
+        else:
+            print(
+                f"\ninterrupted; saved after iteration {done}; continue: "
+                f"evo-svpg run --resume {out}"
+            )
         return 130
     except NonFiniteError as exc:
         print(f"evo-svpg: stopped: {exc}", file=sys.stderr)

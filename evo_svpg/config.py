@@ -180,7 +180,7 @@ class RunConfig:
         if not _is_number(self.novelty_weight) or not 0 < self.novelty_weight < 1:
             raise ValueError(
                 f"novelty_weight={self.novelty_weight!r} must be a number in (0, 1) (the mode "
-                "`novelty` is weight 1; `independent`/`pure` are weight 0)"
+                "`novelty` is weight 1, `pure` is weight 0)"
             )
         if not _is_number(self.qd_offset) or not math.isfinite(self.qd_offset):
             raise ValueError(f"qd_offset={self.qd_offset!r} must be a finite number")

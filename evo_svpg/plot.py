@@ -8,25 +8,34 @@ import numpy as np
 
 
 def load_curves(run_dir: Path) -> dict[str, np.ndarray]:
-    """Per iteration: ``env_steps``, ``best`` and ``mean`` particle return (NaN-aware)."""
+    """Per iteration: ``env_steps``, ``best`` and ``mean`` particle return (NaN-aware), and
+    ``episode_mean``: the mean return over all episodes that ended in it, each episode weighted
+    once (a particle's mean counts as often as it had episodes; NaN if none ended)."""
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         raise ValueError(f"{run_dir}: no metrics.csv (is it a run directory?)")
     data = np.genfromtxt(path, delimiter=",", names=True)
     data = np.atleast_1d(data)
     iterations = np.unique(data["iteration"])
-    best, mean, steps = [], [], []
+    best, mean, episode_mean, steps = [], [], [], []
     for it in iterations:
         rows = data[data["iteration"] == it]
-        returns = rows["return_mean"][np.isfinite(rows["return_mean"])]
+        finite = np.isfinite(rows["return_mean"])
+        returns = rows["return_mean"][finite]
         best.append(returns.max() if returns.size else np.nan)
         mean.append(returns.mean() if returns.size else np.nan)
+        if "episodes" in data.dtype.names and rows["episodes"][finite].sum() > 0:
+            episodes = rows["episodes"][finite]
+            episode_mean.append(float((returns * episodes).sum() / episodes.sum()))
+        else:
+            episode_mean.append(np.nan)
         steps.append(rows["env_steps"][0])
     return {
         "iteration": iterations,
         "env_steps": np.array(steps),
         "best": np.array(best),
         "mean": np.array(mean),
+        "episode_mean": np.array(episode_mean),
     }
 
 

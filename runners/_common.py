@@ -59,6 +59,29 @@ def finished(path: Path, budget: int) -> bool:
     return json.loads(summary.read_text())["env_steps"] >= budget
 
 
+def check_settings(out: Path, settings: dict) -> None:
+    """Refuse to mix runs: ``out`` keeps the settings it was made with (``runner.json``).
+
+    Re-running a runner with the same settings resumes or re-tabulates; with other settings
+    (budget, flags, task) it would label old runs with new settings, so it stops instead.
+    """
+    path = out / "runner.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if saved != settings:
+            changed = sorted(
+                k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)
+            )
+            raise SystemExit(
+                f"error: {out} holds runs made with other settings ({', '.join(changed)}: "
+                f"{[saved.get(k) for k in changed]} there, {[settings.get(k) for k in changed]} "
+                "now); use another --out, or the same settings to resume and re-tabulate"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=2) + "\n")
+
+
 def run_all(
     out: Path,
     modes: list[str],
@@ -100,9 +123,20 @@ def write_outputs(out: Path, table: str, summary: dict, plot) -> None:
     print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "summary.json").write_text(json.dumps(_strict(summary), indent=2) + "\n")
     plot(out / "curves.png")
     print(f"wrote {out}/table.md, summary.json, curves.png")
+
+
+def _strict(value):
+    """JSON without the non-standard ``Infinity``/``NaN``: non-finite numbers become null."""
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
 
 
 def bootstrap_median_ci(
@@ -162,7 +196,8 @@ FINAL_SHARE = 0.1  # "final" = the average over the last 10 % of the budget
 
 
 def final_returns(path: Path, budget: int) -> dict[str, float]:
-    """Best/mean particle return averaged over the iterations in the last 10 % of the budget.
+    """Best/mean particle return (and the all-episode mean return, ``episode_mean``) averaged
+    over the iterations in the last 10 % of the budget.
 
     One iteration's value alone depends on which episodes happened to end in it (on
     MountainCarContinuous, 999-step episodes end every other iteration); iterations where none
@@ -172,7 +207,7 @@ def final_returns(path: Path, budget: int) -> dict[str, float]:
     late = curves["env_steps"] > (1 - FINAL_SHARE) * budget
     late[-1] = True
     final = {}
-    for key in ("best", "mean"):
+    for key in ("best", "mean", "episode_mean"):
         values = forward_fill(curves[key])[late]
         final[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
     final["iterations"] = int(curves["iteration"][-1])

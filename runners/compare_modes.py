@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from _common import (
     bootstrap_median_ci,
+    check_settings,
     curves_on_grid,
     final_returns,
     fmt_ci,
@@ -59,6 +60,10 @@ def main() -> None:
     parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags, after --")
     args = parser.parse_args()
 
+    check_settings(
+        args.out,
+        {"env": args.env, "seeds": args.seeds, "budget": args.budget, "flags": args.extra},
+    )
     runs = len(args.modes) * args.seeds
     print(f"{runs} runs of {args.budget:,} env steps on {args.env}, {args.jobs} at a time")
     start = time.perf_counter()

@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from _common import (
     bootstrap_median_ci,
-    curves_on_grid,
+    check_settings,
     final_returns,
+    forward_fill,
     run_all,
     run_dir,
     scalar_on_grid,
@@ -69,8 +70,10 @@ def _run_stats(path: Path, budget: int) -> dict[str, float]:
         "final_coverage": _last(path, "qd_coverage"),
         "final_qd_score": _last(path, "qd_score"),
         "first_rewarded_training_env_steps": _first_rewarded_training_episode(path),
-        # Sparse reward: a mean return is the fraction of episodes that reached the goal.
-        "final_training_success": final_returns(path, budget)["mean"],
+        # Sparse reward: the all-episode mean return is the fraction of training episodes that
+        # reached the goal (weighted by episode, so particles without a finished episode in an
+        # iteration do not bias it towards the short, successful ones).
+        "final_training_success": final_returns(path, budget)["episode_mean"],
     }
 
 
@@ -92,6 +95,10 @@ def main() -> None:
     args = parser.parse_args()
     env, task_flags = TASKS[args.continuous]
     args.env = env
+    check_settings(
+        args.out,
+        {"env": env, "seeds": args.seeds, "budget": args.budget, "flags": args.extra},
+    )
 
     runs = len(args.modes) * args.seeds
     print(f"{runs} runs of {args.budget:,} env steps on {env}, {args.jobs} at a time")
@@ -103,15 +110,15 @@ def main() -> None:
     total = time.perf_counter() - start
 
     lines = [
-        f"{env}, {args.seeds} seeds, budget {args.budget:,} env steps per run (extra flags: "
+        f"{env}, {_seeds(args.seeds)}, budget {args.budget:,} env steps per run (extra flags: "
         f"{' '.join(args.extra) or 'none'}). Success: a particle's deterministic policy reaches "
         "the goal in a test episode after an iteration. Coverage and QD-score of the grid "
         "archive at the end: median over seeds [95 % bootstrap interval of the median].",
         "",
         "| mode | seeds with a success | env steps to first success (median) "
         "| particles succeeding at the end (median) | coverage | QD-score "
-        "| first training episode at the goal (median) | training episodes at the goal, "
-        "last 10 % (median) |",
+        "| first training episode at the goal (median) | training episodes at the goal in the "
+        "last 10 % of the budget (median) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     summary = {}
@@ -134,9 +141,20 @@ def main() -> None:
     write_outputs(args.out, "\n".join(lines), summary, lambda target: _plot(args, target))
 
 
+def _seeds(n: int) -> str:
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
 def _ci(values: np.ndarray, digits: int) -> str:
     median, low, high = bootstrap_median_ci(values)
     return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _on_grid(curves: dict, key: str, grid: np.ndarray) -> np.ndarray:
+    """``curves[key]`` held from each iteration to the next on the env-step ``grid``."""
+    values = forward_fill(curves[key])
+    index = np.searchsorted(curves["env_steps"], grid, side="right") - 1
+    return np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
 
 
 def _plot(args, target: Path) -> None:
@@ -157,15 +175,16 @@ def _plot(args, target: Path) -> None:
         axes[0].fill_between(grid, lo, hi, color=color, alpha=0.12)
         first = np.array([_run_stats(r, args.budget)["first_success_env_steps"] for r in runs])
         axes[1].plot(grid, (first[:, None] <= grid).mean(axis=0), color=color, label=mode)
-        training = curves_on_grid(runs, grid)["mean"]
+        training = np.array([_on_grid(load_curves(r), "episode_mean", grid) for r in runs])
         axes[2].plot(grid, np.nanmedian(training, axis=0), color=color, label=mode)
     titles = (
         "grid-archive coverage (median, quartile band)",
-        f"fraction of the {args.seeds} seeds with a deterministic success",
-        "training episodes reaching the goal (mean particle, median)",
+        f"fraction of the {_seeds(args.seeds)} with a deterministic success",
+        "fraction of training episodes reaching the goal (median)",
     )
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)
+        ax.set_ylim(bottom=0)
         ax.set_xlabel("env steps (rollouts + candidate evaluations)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
@@ -187,7 +206,7 @@ def _plot_visitation(args, target: Path) -> None:
         for s in range(args.seeds):
             with np.load(run_dir(args.out, mode, s) / "qd.npz") as data:
                 counts = counts + data["visitation"]
-                (x_lo, v_lo), (x_hi, v_hi) = data["visitation_range"]
+                (x_lo, x_hi), (v_lo, v_hi) = data["visitation_range"]
                 extent = (x_lo, x_hi, v_lo, v_hi)
         ax.imshow(np.log1p(counts).T, origin="lower", extent=extent, aspect="auto", cmap="magma")
         ax.axvline(0.45 if args.continuous else 0.5, color="w", ls="--", lw=0.8)
@@ -196,7 +215,7 @@ def _plot_visitation(args, target: Path) -> None:
         ax.set_ylabel("v")
     for ax in axes.flat[len(args.modes) :]:
         ax.axis("off")
-    fig.suptitle(f"{args.env}: log(1 + visits) of training states, {args.seeds} seeds summed")
+    fig.suptitle(f"{args.env}: log(1 + visits) of training states, {_seeds(args.seeds)} summed")
     fig.tight_layout()
     fig.savefig(target, dpi=110)
     plt.close(fig)

@@ -161,7 +161,8 @@ def test_novelty_and_qd_runs_resume_to_the_same_records(mode, tmp_path):
     for name in ("qd_coverage", "qd_score", "success_fraction", "det_return_2"):
         assert f",{name}," in scalars
     if mode != "erl":
-        assert ",novelty_mean," in scalars
+        name = "novelty_fitness_mean" if mode == "select-novelty" else "novelty_mean"
+        assert f",{name}," in scalars
         assert ",archive_size," in scalars
 
 

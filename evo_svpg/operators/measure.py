@@ -84,7 +84,8 @@ class MeasureQD:
             "grid_best": self.grid.best_per_cell(),
             "grid_bounds": np.array(self.grid_bounds),
             "visitation": self.visitation.counts.copy(),
-            "visitation_range": np.array([self.visitation.low, self.visitation.high]),
+            # One (low, high) row per dimension, as grid_bounds: [[x_lo, x_hi], [v_lo, v_hi]].
+            "visitation_range": np.array([self.visitation.low, self.visitation.high]).T,
         }
 
     def state_dict(self) -> dict:

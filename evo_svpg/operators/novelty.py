@@ -107,6 +107,6 @@ class NoveltyFitness(_ArchiveHolder):
         n = population.shape[0]
         state.fitness = archive.novelty(population, population, exclude=np.arange(n))
         archive.add(population)
-        state.scalars["novelty_mean"] = float(state.fitness.mean())
+        state.scalars["novelty_fitness_mean"] = float(state.fitness.mean())
         state.scalars["archive_size"] = float(len(archive))
         return state
