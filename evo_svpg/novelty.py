@@ -124,7 +124,8 @@ class NoveltyArchive:
             return self._buf[: self._count].copy()
         return np.concatenate([self._buf[self._pos :], self._buf[: self._pos]])
 
-    def _kdtree(self) -> cKDTree:
+    def index(self) -> cKDTree:
+        """The archive's KD-tree, built on first use after an ``add`` (novelty() calls it)."""
         # Sliding-midpoint, non-compact nodes: about half the build time of the defaults at 1e5 × 3
         # for the same query time. The tree views _buf, which only add() changes (dropping it).
         if self._tree is None:
@@ -147,7 +148,7 @@ class NoveltyArchive:
         parts = [_nearest_brute(queries, population, exclude, min(self.k, len(population)))]
         if self._count:
             m = min(self.k, self._count)
-            dist, _ = self._kdtree().query(queries, k=m)
+            dist, _ = self.index().query(queries, k=m)
             parts.append(dist.reshape(len(queries), m))
         available = self._count + len(population) - (exclude >= 0)
         return _mean_smallest(np.concatenate(parts, axis=1), np.minimum(self.k, available))
