@@ -180,7 +180,6 @@ def _measure_qd(
         tester,
         cfg.qd_every,
         GridArchive(describer.bounds, cfg.qd_cells, cfg.qd_offset),
-        describer.bounds,
         Visitation(space.low[:2], space.high[:2]),
     )
 

@@ -34,7 +34,6 @@ class EvalEpisodes:
     terminated: np.ndarray  # [m, e] bool: ended in a terminal state (MountainCar: the goal)
     steps: int  # env steps of these episodes
     descriptors: np.ndarray | None  # [m, e, D] behaviour descriptors, if the evaluator has one
-    bounds: list[tuple[float, float]] | None  # the descriptor's bounds
 
 
 class Evaluator:
@@ -151,15 +150,16 @@ class Evaluator:
                 active = active[still]
                 parts = spec.split(theta[active])
         descriptors = None if describer is None else describer.acc.peek().reshape(m, e, -1)
-        bounds = None if describer is None else describer.bounds
-        result = EvalEpisodes(total, terminated, int(length.sum()), descriptors, bounds)
+        result = EvalEpisodes(total, terminated, int(length.sum()), descriptors)
         if self.log is not None:
             self.log.append(result)
         return result
 
     def take_log(self) -> list[EvalEpisodes]:
         """The batches evaluated since the last call (empty unless ``log`` is a list)."""
-        taken, self.log = self.log or [], [] if self.log is not None else None
+        if self.log is None:
+            return []
+        taken, self.log = self.log, []
         return taken
 
     def _actions(self, out: np.ndarray, log_std, m: int, active: np.ndarray) -> np.ndarray:

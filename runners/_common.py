@@ -170,7 +170,7 @@ def curves_on_grid(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarr
     Runs of different modes spend different env steps per iteration; each curve is held at
     its last value until the next iteration (a step function), NaN before its first value.
     """
-    out: dict[str, list[np.ndarray]] = {"best": [], "mean": []}
+    out: dict[str, list[np.ndarray]] = {"best": [], "mean": [], "episode_mean": []}
     for run_dir in run_dirs:
         curves = load_curves(run_dir)
         steps = curves["env_steps"]

@@ -24,8 +24,8 @@ import numpy as np
 from _common import (
     bootstrap_median_ci,
     check_settings,
+    curves_on_grid,
     final_returns,
-    forward_fill,
     run_all,
     run_dir,
     scalar_on_grid,
@@ -150,13 +150,6 @@ def _ci(values: np.ndarray, digits: int) -> str:
     return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def _on_grid(curves: dict, key: str, grid: np.ndarray) -> np.ndarray:
-    """``curves[key]`` held from each iteration to the next on the env-step ``grid``."""
-    values = forward_fill(curves[key])
-    index = np.searchsorted(curves["env_steps"], grid, side="right") - 1
-    return np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
-
-
 def _plot(args, target: Path) -> None:
     import matplotlib
 
@@ -175,7 +168,7 @@ def _plot(args, target: Path) -> None:
         axes[0].fill_between(grid, lo, hi, color=color, alpha=0.12)
         first = np.array([_run_stats(r, args.budget)["first_success_env_steps"] for r in runs])
         axes[1].plot(grid, (first[:, None] <= grid).mean(axis=0), color=color, label=mode)
-        training = np.array([_on_grid(load_curves(r), "episode_mean", grid) for r in runs])
+        training = curves_on_grid(runs, grid)["episode_mean"]
         axes[2].plot(grid, np.nanmedian(training, axis=0), color=color, label=mode)
     titles = (
         "grid-archive coverage (median, quartile band)",

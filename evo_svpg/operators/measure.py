@@ -37,7 +37,6 @@ class MeasureQD:
     evaluator: Evaluator  # deterministic, with a descriptor, its own random stream
     every: int
     grid: GridArchive  # over the descriptor's bounds
-    grid_bounds: list[tuple[float, float]]
     visitation: Visitation  # over the observation bounds of (x, v)
     first_success_env_steps: int = field(default=-1, init=False)
     measure_env_steps: int = field(default=0, init=False)
@@ -82,7 +81,7 @@ class MeasureQD:
         """What the run leaves on disk in ``qd.npz`` (for figures across runs)."""
         return {  # copies: a snapshot of this iteration
             "grid_best": self.grid.best_per_cell(),
-            "grid_bounds": np.array(self.grid_bounds),
+            "grid_bounds": np.stack([self.grid.low, self.grid.high], axis=1),
             "visitation": self.visitation.counts.copy(),
             # One (low, high) row per dimension, as grid_bounds: [[x_lo, x_hi], [v_lo, v_hi]].
             "visitation_range": np.array([self.visitation.low, self.visitation.high]).T,

@@ -52,6 +52,11 @@ class _ArchiveHolder:
             self.archive = NoveltyArchive(dim, self.k, self.archive_size)
         return self.archive
 
+    def _population(self, b: Behaviours) -> tuple[np.ndarray, NoveltyArchive]:
+        """This iteration's particle behaviours ``[n, D]`` scaled to [0, 1], and the archive."""
+        population = scale(b.particle_means(), b.bounds)
+        return population, self._archive(population.shape[1])
+
     def state_dict(self) -> dict:
         if self.archive is None:
             return {"dim": None}
@@ -72,10 +77,9 @@ class NoveltySignal(_ArchiveHolder):
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         b = _behaviours(state)
         rollout = state.rollout
-        population = scale(b.particle_means(), b.bounds)
+        population, archive = self._population(b)
         cut_p, cut_e = np.nonzero(b.partial_valid)
         queries = scale(np.concatenate([b.descriptors, b.partial[cut_p, cut_e]]), b.bounds)
-        archive = self._archive(population.shape[1])
         # A segment is compared with the archive and the *other* particles' behaviours: its own
         # particle's mean would reward a particle for inconsistent episodes.
         novelty = archive.novelty(queries, population, exclude=np.concatenate([b.particle, cut_p]))
@@ -102,8 +106,7 @@ class NoveltyFitness(_ArchiveHolder):
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         b = _behaviours(state)
-        population = scale(b.particle_means(), b.bounds)
-        archive = self._archive(population.shape[1])
+        population, archive = self._population(b)
         n = population.shape[0]
         state.fitness = archive.novelty(population, population, exclude=np.arange(n))
         archive.add(population)
