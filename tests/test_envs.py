@@ -3,8 +3,11 @@
 The fast paths reproduce gymnasium's arithmetic operation for operation (same dtypes, same
 operand order, libm ``pow`` where gymnasium squares numpy scalars, float32 where NEP 50 makes
 gymnasium compute in float32), so observations, rewards and flags are compared for EXACT
-equality. This relies on numpy's float64 ``sin``/``cos``/``pow`` giving the same result for an
-array as for a scalar and on ``math.cos`` equalling ``np.cos`` (both libm on this platform).
+equality, on any x86-64 CPU: squares go through ``libm_square`` (tests/test_libm.py), never
+through numpy's array ``np.power``, whose AVX-512 SIMD path differs from libm in the last bit.
+This relies on numpy's float64 ``sin``/``cos`` giving the same result for an array as for a
+scalar and on ``math.cos`` equalling ``np.cos`` (both libm on x86-64 Linux); ``.ci/run`` runs
+these tests a second time on numpy's AVX2 paths (``NPY_DISABLE_CPU_FEATURES``).
 """
 
 from __future__ import annotations

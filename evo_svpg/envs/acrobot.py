@@ -7,9 +7,9 @@ Bit-identical to gymnasium, which takes care in three places:
   differ from the float64 result rounded to float32). After the first step the state is
   float64 (``np.append(float32 state, torque)`` promotes to float64).
 * gymnasium evaluates ``_dsdt`` on numpy float64 *scalars*, where ``x**2`` calls libm ``pow``
-  (not always equal to ``x*x``); numpy's array ``x**2`` is fast-pathed to ``x*x``, so squares of
-  state-dependent quantities go through :func:`numpy.power` with an array exponent, which runs
-  the same ``pow``.
+  (not always equal to ``x*x``), so squares of state-dependent quantities go through
+  :func:`~evo_svpg.envs.libm.libm_square`, which gives libm's result on any CPU (numpy's array
+  ``np.power`` does not on AVX-512).
 * Angles are wrapped by repeated ±2π subtraction (``wrap``) and velocities clipped (``bound``)
   after the rk4 step; the terminal test uses the wrapped float64 state.
 """
@@ -20,6 +20,7 @@ import numpy as np
 from gymnasium import spaces
 
 from evo_svpg.envs.base import NumpyBatchedEnv
+from evo_svpg.envs.libm import libm_square
 
 __all__ = ["AcrobotBatchedEnv"]
 
@@ -84,7 +85,6 @@ class AcrobotBatchedEnv(NumpyBatchedEnv):
         self.single_action_space = spaces.Discrete(3)
         # Physics state, one row per env: theta1, theta2, dtheta1, dtheta2 (float64).
         self._s = np.zeros((self.num_envs, 4), dtype=np.float64)
-        self._two = np.full(self.num_envs, 2.0)
         self._torque_table = np.array(AVAIL_TORQUE)
 
     def _reset_rows(self, idx: np.ndarray) -> np.ndarray:
@@ -103,20 +103,19 @@ class AcrobotBatchedEnv(NumpyBatchedEnv):
     def _dsdt(self, y: np.ndarray, a: np.ndarray) -> np.ndarray:
         """gymnasium's ``_dsdt`` ("book" branch) on ``[N, 4]`` states; returns ``[N, 4]``."""
         theta1, theta2, dtheta1, dtheta2 = y.T
-        two = self._two
         cos2 = np.cos(theta2)
         sin2 = np.sin(theta2)
         d1 = _D1_A + _m2 * (_D1_B + _D1_C * cos2) + _I1 + _I2
         d2 = _m2 * (_D2_A + _D2_B * cos2) + _I2
         phi2 = _PHI2_K * np.cos(theta1 + theta2 - pi / 2.0)
         phi1 = (
-            _PHI1_K1 * np.power(dtheta2, two) * sin2
+            _PHI1_K1 * libm_square(dtheta2) * sin2
             - _PHI1_K2 * dtheta2 * dtheta1 * sin2
             + _PHI1_K3 * np.cos(theta1 - pi / 2)
             + phi2
         )
-        ddtheta2 = (a + d2 / d1 * phi1 - _DD2_K * np.power(dtheta1, two) * sin2 - phi2) / (
-            _DD2_DEN - np.power(d2, two) / d1
+        ddtheta2 = (a + d2 / d1 * phi1 - _DD2_K * libm_square(dtheta1) * sin2 - phi2) / (
+            _DD2_DEN - libm_square(d2) / d1
         )
         ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
         return np.stack((dtheta1, dtheta2, ddtheta1, ddtheta2), axis=1)

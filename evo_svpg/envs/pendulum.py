@@ -2,9 +2,9 @@
 
 The state (θ, θ̇) is float64. With a float32 action ``u`` (clipped to ±2 in float32), gymnasium
 computes ``u**2``, ``0.001 * u**2`` and ``3.0 * u`` in **float32** (NEP 50: Python floats adopt
-the float32 dtype) and adds them to float64 terms. Squares of float64 scalars (``th**2``,
-``thdot**2``) are libm ``pow`` calls, reproduced with :func:`numpy.power` and an array exponent
-(numpy's array ``x**2`` is ``x*x``, which differs in the last bit now and then). The cost uses
+the float32 dtype) and adds them to float64 terms. Squares of numpy scalars (``th**2``,
+``thdot**2``, ``u**2``) are libm ``pow``/``powf`` calls, which differ from ``x*x`` in the last bit
+now and then; :func:`~evo_svpg.envs.libm.libm_square` reproduces them on any CPU. The cost uses
 ``angle_normalize(θ) = ((θ + π) mod 2π) - π`` on the pre-step angle; the angle itself is never
 wrapped. Actions are cast to float32 (the action space's dtype) before use.
 """
@@ -15,6 +15,7 @@ import numpy as np
 from gymnasium import spaces
 
 from evo_svpg.envs.base import NumpyBatchedEnv
+from evo_svpg.envs.libm import libm_square
 
 __all__ = ["PendulumBatchedEnv"]
 
@@ -44,8 +45,6 @@ class PendulumBatchedEnv(NumpyBatchedEnv):
             low=-MAX_TORQUE, high=MAX_TORQUE, shape=(1,), dtype=np.float32
         )
         self._s = np.zeros((self.num_envs, 2), dtype=np.float64)  # per env: th, thdot
-        self._two = np.full(self.num_envs, 2.0)
-        self._two32 = np.full(self.num_envs, 2.0, dtype=np.float32)
 
     @staticmethod
     def _obs(th: np.ndarray, thdot: np.ndarray) -> np.ndarray:
@@ -68,12 +67,11 @@ class PendulumBatchedEnv(NumpyBatchedEnv):
             raise ValueError(f"{self!r}: actions must have shape ({n}, 1)")
         u = np.clip(u[:, 0], -MAX_TORQUE, MAX_TORQUE)  # float32
         th, thdot = self._s.T
-        two = self._two
 
         # costs = angle_normalize(th)**2 + 0.1 * thdot**2 + 0.001 * (u**2)
         norm = (th + np.pi) % (2 * np.pi) - np.pi
-        costs = np.power(norm, two) + 0.1 * np.power(thdot, two)
-        costs += np.float32(0.001) * np.power(u, self._two32)  # float32 term
+        costs = libm_square(norm) + 0.1 * libm_square(thdot)
+        costs += np.float32(0.001) * libm_square(u)  # float32 term
 
         # newthdot = thdot + (3g/(2l) * sin(th) + 3/(m l^2) * u) * dt, clipped to ±8
         newthdot = thdot + (_THDOT_K * np.sin(th) + np.float32(_U_K) * u) * DT
