@@ -9,7 +9,6 @@ as they are: the particle's lineage does not change, it only moves.
 from __future__ import annotations
 
 import copy
-import pickle
 from dataclasses import dataclass, field
 
 import cma
@@ -18,6 +17,7 @@ import torch
 from torch import Tensor
 
 from evo_svpg.cem import mirrored_samples, next_floor, sep_cem_update
+from evo_svpg.cma_state import capture_state, restore_state
 from evo_svpg.operators.base import Context, PopulationState, evaluate
 from evo_svpg.rng import Randn, numpy_random_state, private_numpy_random
 
@@ -106,6 +106,10 @@ class CMAESAroundParticles:
         self.numpy_state = numpy_random_state(self.seed)
 
     def _start(self, params: np.ndarray) -> None:
+        self.strategies = self._build(params)
+
+    def _build(self, params: np.ndarray) -> list:
+        """One fresh CMA-ES per row of ``params`` (its initial mean), seeded from the run seed."""
         seeds = np.random.SeedSequence([self.seed, 1]).generate_state(len(params))
         options = {
             "CMA_diagonal": True,
@@ -120,7 +124,7 @@ class CMAESAroundParticles:
         archive = cma.evolution_strategy.archive_sent_solutions
         cma.evolution_strategy.archive_sent_solutions = False
         try:
-            self.strategies = [
+            return [
                 cma.CMAEvolutionStrategy(x0, self.sigma0, {**options, "randn": Randn(int(s))})
                 for x0, s in zip(params.astype(np.float64), seeds, strict=True)
             ]
@@ -168,8 +172,42 @@ class CMAESAroundParticles:
             ]
 
     def state_dict(self) -> dict:
-        return {"strategies": pickle.dumps(self.strategies), "numpy_state": self.numpy_state}
+        """Plain data only (no pickled objects): see :mod:`evo_svpg.cma_state`."""
+        return {
+            "strategies": [capture_state(es, "", {}) for es in self.strategies],
+            "dimension": self.strategies[0].N if self.strategies else None,
+            "pycma_version": cma.__version__,
+            "numpy_state": copy.deepcopy(self.numpy_state),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        self.strategies = pickle.loads(state["strategies"])
-        self.numpy_state = state["numpy_state"]
+        """Build the strategies as :meth:`_start` does, then restore their state into them.
+
+        Raises ValueError if the saved state does not fit what this pycma version builds.
+        """
+        saved = state["strategies"]
+        if not isinstance(saved, list):
+            raise ValueError(
+                "cmaes state: 'strategies' is not a list of plain-data states (a checkpoint "
+                "from before they were saved as data, with pickled pycma objects, is not loaded)"
+            )
+        numpy_state = copy.deepcopy(state["numpy_state"])
+        strategies = []
+        if saved:
+            dimension = int(state["dimension"])
+            # Construction does not draw from np.random, but would run inside this if it did.
+            with private_numpy_random(copy.deepcopy(numpy_state)):
+                strategies = self._build(np.zeros((len(saved), dimension)))
+            versions = f"saved with pycma {state.get('pycma_version')}, this is {cma.__version__}"
+            for i, (es, es_state) in enumerate(zip(strategies, saved, strict=True)):
+                where = f"(particle {i}; {versions})"
+                try:
+                    restore_state(es_state, es, "", {})
+                except ValueError as e:
+                    raise ValueError(f"{e} {where}") from e
+                except (KeyError, TypeError, AttributeError) as e:  # a malformed encoding
+                    raise ValueError(
+                        f"cmaes state: malformed, {type(e).__name__} {e} {where}"
+                    ) from e
+        self.strategies = strategies
+        self.numpy_state = numpy_state
