@@ -1,23 +1,28 @@
 """Observers of the training loop: CSV metrics, TensorBoard, checkpoints, progress.
 
-None of them changes the course of a run; each sees ``on_start``, ``on_iteration`` (with the
-iteration's :class:`~evo_svpg.engine.IterationRecord`), ``on_end`` and ``on_interrupt``.
+None of them changes the course of a run. Each sees ``on_start``, ``on_iteration`` (with the
+iteration's :class:`~evo_svpg.engine.IterationRecord`), then ``on_end`` or, if the loop stopped on
+an exception (Ctrl-C), ``on_interrupt``, which must only save what is needed to resume (the
+engine holds SIGINT and SIGTERM meanwhile), and finally ``on_close`` to release resources
+(TensorBoard's writer, files), which may be slow and stays interruptible.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from evo_svpg.checkpoint import save_checkpoint
 from evo_svpg.engine import IterationRecord, Run, run_state_dict
 from evo_svpg.operators.measure import MeasureQD
+from evo_svpg.report import final_training_returns, fresh_evaluation, strict_json
+from evo_svpg.rundir import atomic_write_bytes
 from evo_svpg.sampler import NonFiniteError
 
 METRIC_COLUMNS = (
@@ -32,43 +37,50 @@ class Callback:
     def on_iteration(self, run: Run, record: IterationRecord) -> None: ...
     def on_end(self, run: Run) -> None: ...
     def on_interrupt(self, run: Run, exc: BaseException) -> None: ...
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Write through ``write(file)`` to a temporary file, then rename: never a torn file."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    def on_close(self, run: Run) -> None: ...
 
 
 class _ResumableCSV(Callback):
     """A CSV flushed every iteration whose first column is the iteration.
 
     On resume, rows after the checkpoint's iteration (written before the run was killed) are
-    dropped, so the finished file equals an uninterrupted run's.
+    dropped, so the finished file equals an uninterrupted run's; the file is rewritten
+    atomically. Rows are never dropped otherwise: a run starting at iteration 0 refuses a file
+    that already has rows, and a resumed one (with ``every_iteration``) a file that lacks some.
     """
 
     name = ""
     columns: tuple[str, ...] = ()
+    every_iteration = False  # each iteration writes at least one row
 
     def __init__(self, out: Path) -> None:
         self.path = out / self.name
 
     def on_start(self, run: Run) -> None:
         done = run.state.iteration
-        kept: list[list[str]] = []
-        if done and self.path.exists():
+        rows: list[list[str]] = []
+        if self.path.exists():
             with open(self.path, newline="") as fh:
-                kept = list(csv.reader(fh))[1:]
-            kept = [row for row in kept if int(row[0]) <= done]
-        self.fh = open(self.path, "w", newline="")  # noqa: SIM115 (kept open for the run)
+                rows = list(csv.reader(fh))[1:]
+        if rows and not done:
+            raise ValueError(
+                f"{self.path} already has {len(rows)} rows; a run starting at iteration 0 would "
+                "overwrite them"
+            )
+        kept = [row for row in rows if int(row[0]) <= done]
+        missing = sorted(set(range(1, done + 1)) - {int(row[0]) for row in kept})
+        if self.every_iteration and missing:
+            raise ValueError(
+                f"{self.path} lacks iterations {missing[0]}..{missing[-1]} of the {done} the "
+                "checkpoint has done; the run cannot continue it without a gap"
+            )
+        text = io.StringIO()
+        writer = csv.writer(text)
+        writer.writerow(self.columns)
+        writer.writerows(kept)
+        atomic_write_bytes(self.path, lambda fh: fh.write(text.getvalue().encode()))
+        self.fh = open(self.path, "a", newline="")  # noqa: SIM115 (kept open for the run)
         self.writer = csv.writer(self.fh)
-        self.writer.writerow(self.columns)
-        self.writer.writerows(kept)
-        self.fh.flush()
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
         self.writer.writerows(self.rows(record))
@@ -77,17 +89,16 @@ class _ResumableCSV(Callback):
     def rows(self, record: IterationRecord) -> list[list]:
         raise NotImplementedError
 
-    def on_end(self, run: Run) -> None:
-        self.fh.close()
-
-    def on_interrupt(self, run: Run, exc: BaseException) -> None:
-        self.fh.close()
+    def on_close(self, run: Run) -> None:
+        if hasattr(self, "fh"):
+            self.fh.close()
 
 
 class MetricsCSV(_ResumableCSV):
     """``metrics.csv``: one row per particle per iteration (:data:`METRIC_COLUMNS`)."""
 
     name, columns = "metrics.csv", METRIC_COLUMNS
+    every_iteration = True
 
     def rows(self, record: IterationRecord) -> list[list]:
         h = record.scalars.get("bandwidth", float("nan"))
@@ -135,8 +146,8 @@ class TensorBoardScalars(Callback):
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
         step = record.iteration
-        self.writer.add_scalar("return/best_particle", record.best_return, step)
-        self.writer.add_scalar("return/mean_particle", record.mean_return, step)
+        self.writer.add_scalar("return/best_particle", record.window_best, step)
+        self.writer.add_scalar("return/mean_particle", record.window_mean, step)
         self.writer.add_scalar("perf/env_steps", record.env_steps, step)
         steps_per_s = record.iteration_env_steps / record.seconds
         self.writer.add_scalar("perf/env_steps_per_s", steps_per_s, step)
@@ -144,11 +155,9 @@ class TensorBoardScalars(Callback):
             self.writer.add_scalar(f"diag/{name}", value, step)
         self.writer.flush()
 
-    def on_end(self, run: Run) -> None:
-        self.writer.close()
-
-    def on_interrupt(self, run: Run, exc: BaseException) -> None:
-        self.writer.close()
+    def on_close(self, run: Run) -> None:
+        if hasattr(self, "writer"):
+            self.writer.close()
 
 
 class Checkpointer(Callback):
@@ -161,7 +170,10 @@ class Checkpointer(Callback):
     def __init__(self, out: Path, every: int) -> None:
         self.path, self.every = out / CHECKPOINT, every
         self.snapshot: dict | None = None
-        self.saved_iteration = 0
+        self.saved_iteration = 0  # the iteration of the checkpoint on disk (0: none)
+
+    def on_start(self, run: Run) -> None:
+        self.saved_iteration = run.state.iteration  # a resumed run's checkpoint
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
         self.snapshot = run_state_dict(run)
@@ -170,7 +182,7 @@ class Checkpointer(Callback):
 
     def _save(self) -> None:
         if self.snapshot is not None and self.snapshot["iteration"] != self.saved_iteration:
-            atomic_write_bytes(self.path, lambda fh: torch.save(self.snapshot, fh))
+            save_checkpoint(self.path, self.snapshot)
             self.saved_iteration = self.snapshot["iteration"]
 
     def on_end(self, run: Run) -> None:
@@ -216,8 +228,6 @@ class Progress(Callback):
         self.bar = None
 
     def on_start(self, run: Run) -> None:
-        self.start = time.perf_counter()
-        self.first = run.state.iteration
         if self.stream.isatty():
             from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichProgress
@@ -234,7 +244,7 @@ class Progress(Callback):
         rate = record.iteration_env_steps / record.seconds / 1e6
         info = (
             f"env steps {record.env_steps:,} | {rate:.2f}M steps/s | "
-            f"best {record.best_return:.1f} | mean {record.mean_return:.1f}"
+            f"best {record.window_best:.1f} | mean {record.window_mean:.1f}"
         )
         scalars = record.scalars
         if "qd_coverage" in scalars:  # sparse tasks: the returns alone say little
@@ -249,15 +259,9 @@ class Progress(Callback):
             line = f"iter {record.iteration}/{run.config.iterations}{budget} | {info}"
             print(line, file=self.stream)
 
-    def _stop(self) -> None:
+    def on_close(self, run: Run) -> None:
         if self.bar is not None:
             self.bar.stop()
-
-    def on_end(self, run: Run) -> None:
-        self._stop()
-
-    def on_interrupt(self, run: Run, exc: BaseException) -> None:
-        self._stop()
 
 
 def _progress(run: Run, iteration: int, env_steps: int) -> tuple[int, int]:
@@ -268,29 +272,32 @@ def _progress(run: Run, iteration: int, env_steps: int) -> tuple[int, int]:
 
 
 class Summary(Callback):
-    """``summary.json`` at the end: final best/mean particle return, wall time, throughput."""
+    """``summary.json`` at the end (:mod:`evo_svpg.report`): the final window's pooled training
+    returns, a fresh evaluation of every particle, wall time; strict JSON (no ``NaN``)."""
 
     def __init__(self, out: Path) -> None:
+        self.out = out
         self.path = out / "summary.json"
-        self.last: IterationRecord | None = None
 
     def on_start(self, run: Run) -> None:
         self.start = time.perf_counter()
         self.seconds = 0.0
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
-        self.last = record
         self.seconds += record.seconds
 
     def on_end(self, run: Run) -> None:
-        if self.last is None:
+        if not (self.out / "metrics.csv").exists() or run.state.iteration == 0:
             return
+        training = final_training_returns(self.out, run.pooling_window)
         summary = {
-            "iterations": self.last.iteration,
-            "env_steps": self.last.env_steps,
-            "final_best_particle_return": self.last.best_return,
-            "final_mean_particle_return": self.last.mean_return,
+            "iterations": run.state.iteration,
+            "env_steps": run.state.env_steps,
+            "pooling_window": run.pooling_window,
+            **training,
+            **fresh_evaluation(run, training["final_particle_returns"]),
             "wall_seconds_this_session": round(time.perf_counter() - self.start, 3),
             "training_seconds_this_session": round(self.seconds, 3),
         }
-        self.path.write_text(json.dumps(summary, indent=2) + "\n")
+        text = json.dumps(strict_json(summary), indent=2, allow_nan=False) + "\n"
+        atomic_write_bytes(self.path, lambda fh: fh.write(text.encode()))

@@ -6,10 +6,11 @@ Thin by design: parse, build the config, hand over to :func:`evo_svpg.engine.tra
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import signal
 import sys
-import time
 from dataclasses import fields
 from pathlib import Path
 
@@ -27,14 +28,21 @@ from evo_svpg.callbacks import (
     Summary,
     TensorBoardScalars,
 )
+from evo_svpg.checkpoint import load_checkpoint
 from evo_svpg.config import RunConfig, field_docs, load_toml
-from evo_svpg.engine import build_run, load_run_state, train
+from evo_svpg.engine import RESUME_OVERRIDABLE, build_run, load_run_state, train
 from evo_svpg.estimators import ESTIMATORS
 from evo_svpg.modes import MODES, describe_operators, operator_names
 from evo_svpg.policy import ACTIVATIONS, OBS_SCALINGS
+from evo_svpg.rundir import (
+    RunLock,
+    atomic_write_bytes,
+    check_fresh_out,
+    default_out,
+    make_directory,
+)
 from evo_svpg.sampler import NonFiniteError
 
-RESUME_OVERRIDABLE = ("iterations", "budget", "device", "threads", "checkpoint_every")
 CHOICES = {
     "mode": tuple(MODES),
     "estimator": ESTIMATORS,
@@ -86,32 +94,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path, bool]:
+def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
+    """``(config, out, resuming)``; ``out`` is None for a new run without ``--out`` (a fresh
+    directory is made for it once the run has been built)."""
     names = [f.name for f in fields(RunConfig)]
     overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.resume is not None:
         out = args.resume
-        saved = out / "config.json"
-        if not saved.exists():
-            raise ValueError(f"--resume {out}: no config.json there (not a run directory)")
         fixed = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
         if fixed or args.config is not None or args.out is not None:
             raise ValueError(
                 f"--resume continues a run with its saved config; only {list(RESUME_OVERRIDABLE)}"
                 f" may be changed, got {fixed or ['--config/--out']}"
             )
-        data = json.loads(saved.read_text())["config"]
-        return RunConfig.from_dict({**data, **overrides}, source=str(saved)), out, True
+        saved = _saved_config(out)
+        return (
+            RunConfig.from_dict({**saved, **overrides}, source=str(out / "config.json")),
+            out,
+            True,
+        )
     base = load_toml(args.config) if args.config is not None else {}
     cfg = RunConfig.from_dict({**base, **overrides}, source=str(args.config or "flags"))
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = args.out or Path("runs") / f"{cfg.mode}-{cfg.env}-seed{cfg.seed}-{stamp}"
-    if (out / "metrics.csv").exists():
-        raise ValueError(
-            f"--out {out} already holds a run; continue it with --resume {out} "
-            "or pick another --out"
-        )
-    return cfg, out, False
+    if args.out is not None:
+        check_fresh_out(args.out)
+    return cfg, args.out, False
+
+
+def _saved_config(out: Path) -> dict:
+    """The ``config`` of ``out/config.json``; ValueError if ``out`` is not a run directory."""
+    path = out / "config.json"
+    if not out.is_dir() or not path.is_file():
+        raise ValueError(f"--resume {out}: no config.json there (not a run directory)")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--resume {out}: config.json is unreadable ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        raise ValueError(f"--resume {out}: config.json was not written by evo-svpg run")
+    return data["config"]
 
 
 def _describe(run) -> dict:
@@ -121,6 +141,8 @@ def _describe(run) -> dict:
             "policies": run.layout.policies,
             "steps_per_policy": run.layout.steps_per_policy,
             "envs_per_policy": run.layout.envs_per_policy,
+            "max_episode_steps": run.env.max_episode_steps,
+            "pooling_window": run.pooling_window,
             "n_params": run.spec.n_params,
             "env_fast_path": run.env.is_fast_path,
             "operators": describe_operators(run.operators),
@@ -135,48 +157,90 @@ def _blas_info() -> list[str]:
     return [f"{d['internal_api']}:{d['num_threads']}" for d in threadpoolctl.threadpool_info()]
 
 
+def _continue(run, out: Path) -> None:
+    """Load ``out``'s checkpoint into ``run``, or refuse if that would lose results."""
+    if (out / CHECKPOINT).exists():
+        load_run_state(run, load_checkpoint(out / CHECKPOINT), source=str(out / CHECKPOINT))
+        cfg, state = run.config, run.state
+        if cfg.iterations < state.iteration and not cfg.budget:
+            raise ValueError(
+                f"iterations={cfg.iterations} is below the {state.iteration} iterations {out} has "
+                "done; --resume can only continue or extend a run"
+            )
+        print(f"resuming {out} after iteration {state.iteration}")
+        return
+    done = _iterations_in(out / "metrics.csv")
+    if done:
+        raise ValueError(
+            f"{out} has {done} iteration(s) in metrics.csv but no {CHECKPOINT}: it cannot be "
+            "continued, and restarting would overwrite them; start a new run with another --out"
+        )
+    print(f"no checkpoint in {out} yet: starting it from iteration 0")
+
+
+def _iterations_in(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, newline="") as fh:
+        return len({row[0] for row in list(csv.reader(fh))[1:] if row})
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: the last completed iteration is saved."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, out, resuming = _resolve(args)
     run = build_run(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    if out is None:
+        out = default_out(cfg.mode, cfg.env, cfg.seed)
+    else:
+        make_directory(out)
+    lock = RunLock(out)
+    try:
+        if not resuming:
+            check_fresh_out(out)  # a run that got in between the first check and the lock
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        return _train(run, cfg, out, resuming)
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        lock.release()
+
+
+def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:
     if resuming:
-        if (out / CHECKPOINT).exists():
-            load_run_state(run, torch.load(out / CHECKPOINT, weights_only=False))
-            print(f"resuming {out} after iteration {run.state.iteration}")
-        else:
-            print(f"no checkpoint in {out} yet: starting it from iteration 0")
-    (out / "config.json").write_text(json.dumps(_describe(run), indent=2) + "\n")
+        _continue(run, out)
+    text = json.dumps(_describe(run), indent=2) + "\n"
+    atomic_write_bytes(out / "config.json", lambda fh: fh.write(text.encode()))
     checkpointer = Checkpointer(out, cfg.checkpoint_every)
-    callbacks = [
-        MetricsCSV(out), ScalarsCSV(out), TensorBoardScalars(out), checkpointer, Summary(out),
-        Progress(),
-    ]  # fmt: skip
+    callbacks = [MetricsCSV(out), ScalarsCSV(out), checkpointer]
     if cfg.qd_every:
-        callbacks.insert(-1, QDArrays(out, cfg.checkpoint_every))
+        callbacks.append(QDArrays(out, cfg.checkpoint_every))
+    callbacks += [Summary(out), TensorBoardScalars(out), Progress()]
     try:
         train(run, callbacks)
-    except KeyboardInterrupt:
-        done = checkpointer.saved_iteration
+    except KeyboardInterrupt as exc:
+        done = checkpointer.saved_iteration  # the iteration the checkpoint on disk holds
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         if done == 0:
             print(
-                f"\ninterrupted before the first iteration ended; nothing saved yet: "
+                f"\n{what} before the first iteration ended; nothing to save: "
                 f"evo-svpg run --resume {out} starts it again"
             )
         else:
-            print(
-                f"\ninterrupted; saved after iteration {done}; continue: "
-                f"evo-svpg run --resume {out}"
-            )
-        return 130
+            print(f"\n{what}; saved after iteration {done}; continue: evo-svpg run --resume {out}")
+        return 143 if isinstance(exc, Terminated) else 130
     except NonFiniteError as exc:
         print(f"evo-svpg: stopped: {exc}", file=sys.stderr)
         return 1
     summary = json.loads((out / "summary.json").read_text())
     print(
-        f"done: {run.state.iteration} iterations, {run.state.env_steps:,} env steps, final best "
-        f"particle return {summary['final_best_particle_return']:.1f}, mean "
-        f"{summary['final_mean_particle_return']:.1f}, "
-        f"{summary['training_seconds_this_session']:.1f} s"
+        f"done: {run.state.iteration} iterations, {run.state.env_steps:,} env steps; "
+        f"{_final_line(summary)}; {summary['training_seconds_this_session']:.1f} s"
     )
     qd = "qd.npz, " if cfg.qd_every else ""
     print(
@@ -185,6 +249,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     print(f"plot them: evo-svpg plot {out}")
     return 0
+
+
+def _final_line(summary: dict) -> str:
+    def num(key: str) -> str:
+        value = summary.get(key)
+        return "n/a" if value is None else f"{value:.1f}"
+
+    first, last = summary["final_window_iterations"]
+    line = (
+        f"training return of iterations {first}-{last}: best particle "
+        f"{num('final_best_particle_return')}, mean {num('final_mean_particle_return')}"
+    )
+    if "fresh_mean_particle_return" in summary:
+        line += (
+            f"; fresh evaluation ({summary['fresh_episodes_per_policy']} episodes each): mean "
+            f"particle {num('fresh_mean_particle_return')}, particle chosen on training "
+            f"{num('fresh_selected_particle_return')}"
+        )
+    return line
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -212,6 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"evo-svpg: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a file the run reads or writes (disk full, permissions, ...)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"evo-svpg: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

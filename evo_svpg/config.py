@@ -56,6 +56,9 @@ class RunConfig:
     budget: int = _doc("stop once this many env steps are spent (0: `iterations` alone)", 0)
     # -- evolutionary extensions (README "Modes"); sources of the defaults in the docs ---------
     eval_episodes: int = _doc("fresh episodes per evaluated candidate (CEM-RL, ERL: 1)", 1)
+    final_eval_episodes: int = _doc(
+        "fresh episodes per particle after training, not charged to env_steps (0: none)", 10
+    )
     cem_candidates: int = _doc("K sampled candidates per particle, cem/cmaes (even)", 8)
     cem_elites: int = _doc("elites among the K+1 evaluated (CEM-RL: half the population)", 4)
     cem_init_var: float = _doc("initial per-parameter variance (CEM-RL sigma_init)", 1e-3)
@@ -93,6 +96,10 @@ class RunConfig:
         _choice("estimator", self.estimator, ESTIMATORS)
         _choice("activation", self.activation, ACTIVATIONS)
         _choice("obs_scaling", self.obs_scaling, OBS_SCALINGS)
+        if not isinstance(self.env, str) or not self.env:
+            raise ValueError(f"env={self.env!r} must be a gymnasium id such as 'CartPole-v1'")
+        _nonnegative_int("seed", self.seed)
+        _nonnegative_int("final_eval_episodes", self.final_eval_episodes)
         for name in ("particles", "iterations", "steps_per_particle", "envs_per_particle"):
             _positive_int(name, getattr(self, name))
         _positive_int("checkpoint_every", self.checkpoint_every)
@@ -270,6 +277,11 @@ def _choice(name: str, value: Any, valid: tuple[str, ...], extra: str = "") -> N
 def _positive_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{name}={value!r} must be a positive integer")
+
+
+def _nonnegative_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name}={value!r} must be an integer >= 0")
 
 
 def _is_number(value: Any) -> bool:

@@ -7,7 +7,10 @@ only advances the state and hands each iteration's :class:`IterationRecord` to t
 from __future__ import annotations
 
 import copy
+import signal
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,6 +22,7 @@ from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.estimators import A2C, Reinforce
 from evo_svpg.evaluation import Evaluator
+from evo_svpg.metrics import ReturnWindow, pooling_window
 from evo_svpg.modes import MODES, Layout
 from evo_svpg.operators import Context, Operator, ParticleStateHolder, PopulationState
 from evo_svpg.operators.measure import MeasureQD
@@ -43,16 +47,10 @@ class IterationRecord:
     scalars: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0  # wall time of the iteration (not written to metrics.csv)
     iteration_env_steps: int = 0  # env steps of this iteration alone (rollouts + evaluations)
-
-    @property
-    def best_return(self) -> float:
-        finite = self.return_mean[np.isfinite(self.return_mean)]
-        return float(finite.max()) if finite.size else float("nan")
-
-    @property
-    def mean_return(self) -> float:
-        finite = self.return_mean[np.isfinite(self.return_mean)]
-        return float(finite.mean()) if finite.size else float("nan")
+    # Best and mean over particles of each particle's return pooled over the pooling window
+    # (evo_svpg.metrics): what progress lines and TensorBoard show.
+    window_best: float = float("nan")
+    window_mean: float = float("nan")
 
 
 @dataclass
@@ -64,6 +62,12 @@ class Run:
     ctx: Context
     operators: list[Operator]
     state: PopulationState
+    returns: ReturnWindow
+
+    @property
+    def pooling_window(self) -> int:
+        """Iterations in which every env ends an episode (:func:`.metrics.pooling_window`)."""
+        return pooling_window(self.env.max_episode_steps, self.ctx.steps_per_env)
 
 
 def policy_spec_for(env: BatchedEnv, cfg: RunConfig) -> PolicySpec:
@@ -108,6 +112,8 @@ def _check_device(name: str) -> None:
         device = torch.device(name)
     except RuntimeError as exc:
         raise ValueError(f"device={name!r} is not a torch device name (e.g. 'cpu')") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device={name!r} is not supported; choose 'cpu' or 'cuda[:N]'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but torch sees no CUDA device here; use 'cpu'")
 
@@ -157,7 +163,8 @@ def build_run(cfg: RunConfig) -> Run:
         evaluator.log = []  # candidate evaluations are offered to the QD grid archive too
         operators.append(_measure_qd(cfg, spec, env, describer, time_limit))
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
-    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params))
+    window = ReturnWindow(pooling_window(env.max_episode_steps, steps_per_env), layout.policies)
+    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params), window)
 
 
 def _measure_qd(
@@ -180,6 +187,7 @@ def _measure_qd(
         tester,
         cfg.qd_every,
         GridArchive(describer.bounds, cfg.qd_cells, cfg.qd_offset),
+        GridArchive(describer.bounds, cfg.qd_cells, cfg.qd_offset),
         Visitation(space.low[:2], space.high[:2]),
     )
 
@@ -189,6 +197,8 @@ def run_state_dict(run: Run) -> dict:
     state = run.state
     return copy.deepcopy(
         {
+            "config": run.config.to_dict(),
+            "returns": run.returns.state_dict(),
             "iteration": state.iteration,
             "env_steps": state.env_steps,
             "params": state.params,
@@ -201,17 +211,38 @@ def run_state_dict(run: Run) -> dict:
     )
 
 
-def load_run_state(run: Run, payload: dict) -> None:
+RESUME_OVERRIDABLE = ("iterations", "budget", "device", "threads", "checkpoint_every")
+
+
+def load_run_state(run: Run, payload: dict, source: str = "checkpoint") -> None:
+    """Continue ``run`` from ``payload`` (:func:`run_state_dict`); ValueError naming ``source``
+    if the checkpoint belongs to a run with other settings or does not fit this one."""
+    saved = payload.get("config")
+    if not isinstance(saved, dict):
+        raise ValueError(f"{source} has no run config: it is not a checkpoint of evo_svpg")
+    current = run.config.to_dict()
+    differ = sorted(
+        k for k in set(saved) | set(current)
+        if k not in RESUME_OVERRIDABLE and saved.get(k) != current.get(k)
+    )  # fmt: skip
+    if differ:
+        raise ValueError(
+            f"{source} belongs to a run with other settings ({', '.join(differ)}: "
+            f"{[saved.get(k) for k in differ]} there, {[current.get(k) for k in differ]} here)"
+        )
+    try:
+        run.state.params.copy_(payload["params"])  # in place: the sampler's view stays valid
+        for op, op_state in zip(run.operators, payload["operators"], strict=True):
+            op.load_state_dict(op_state)
+        run.ctx.estimator.load_state_dict(payload["estimator"])
+        run.ctx.sampler.load_state_dict(payload["sampler"])
+        run.ctx.evaluator.load_state_dict(payload["evaluator"])
+        run.returns.load_state_dict(payload["returns"])
+        torch.set_rng_state(payload["torch_rng"])
+    except (KeyError, IndexError, TypeError, RuntimeError, AttributeError) as exc:
+        raise ValueError(f"{source} does not fit this run ({type(exc).__name__}: {exc})") from None
     run.state.iteration = payload["iteration"]
     run.state.env_steps = payload["env_steps"]
-    run.state.params.copy_(payload["params"])  # in place: the sampler's numpy view stays valid
-    for op, op_state in zip(run.operators, payload["operators"], strict=True):
-        op.load_state_dict(op_state)
-    run.ctx.estimator.load_state_dict(payload["estimator"])
-    run.ctx.sampler.load_state_dict(payload["sampler"])
-    if "evaluator" in payload:  # checkpoints written before evaluators existed have none
-        run.ctx.evaluator.load_state_dict(payload["evaluator"])
-    torch.set_rng_state(payload["torch_rng"])
 
 
 def _record(state: PopulationState, seconds: float, steps_before: int) -> IterationRecord:
@@ -259,27 +290,51 @@ def _apply(run: Run, state: PopulationState) -> PopulationState:
 def train(run: Run, callbacks: list | tuple = ()) -> Run:
     """Run iterations until :func:`finished`; callbacks see every completed iteration.
 
-    On any exception (Ctrl-C, a non-finite gradient) callbacks get ``on_interrupt`` and the
-    exception propagates; the state of a half-done iteration is never reported as completed.
+    On any exception (Ctrl-C, a non-finite gradient) callbacks get ``on_interrupt`` with SIGINT
+    and SIGTERM held back, so a second Ctrl-C cannot cut a save short, then the exception
+    propagates; the state of a half-done iteration is never reported as completed. Every
+    callback's ``on_close`` runs last, whatever happened.
     """
-    for cb in callbacks:
-        cb.on_start(run)
     try:
-        while not finished(run):
-            start = time.perf_counter()
-            state = run.state
-            state.scalars = {}
-            steps_before = state.env_steps
-            state = _apply(run, state)
-            state.iteration += 1
-            record = _record(state, time.perf_counter() - start, steps_before)
-            state.rollout = None  # free the buffers before the callbacks run
-            for cb in callbacks:
-                cb.on_iteration(run, record)
-    except BaseException as exc:
         for cb in callbacks:
-            cb.on_interrupt(run, exc)
-        raise
-    for cb in callbacks:
-        cb.on_end(run)
+            cb.on_start(run)
+        try:
+            while not finished(run):
+                start = time.perf_counter()
+                state = run.state
+                state.scalars = {}
+                steps_before = state.env_steps
+                state = _apply(run, state)
+                state.iteration += 1
+                record = _record(state, time.perf_counter() - start, steps_before)
+                record.window_best, record.window_mean = run.returns.add(
+                    record.return_mean, record.episodes
+                )
+                state.rollout = None  # free the buffers before the callbacks run
+                for cb in callbacks:
+                    cb.on_iteration(run, record)
+        except BaseException as exc:
+            with signals_held():
+                for cb in callbacks:
+                    cb.on_interrupt(run, exc)
+            raise
+        for cb in callbacks:
+            cb.on_end(run)
+    finally:
+        for cb in callbacks:
+            cb.on_close(run)
     return run
+
+
+@contextmanager
+def signals_held():
+    """SIGINT and SIGTERM wait until the block ends (then they are delivered)."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    blocked = threading.current_thread() is threading.main_thread()
+    if blocked:
+        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        if blocked:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)

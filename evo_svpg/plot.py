@@ -2,41 +2,32 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
+from evo_svpg.metrics import EpisodeTotals
 
-def load_curves(run_dir: Path) -> dict[str, np.ndarray]:
-    """Per iteration: ``env_steps``, ``best`` and ``mean`` particle return (NaN-aware), and
-    ``episode_mean``: the mean return over all episodes that ended in it, each episode weighted
-    once (a particle's mean counts as often as it had episodes; NaN if none ended)."""
+
+def run_window(run_dir: Path) -> int:
+    """The run's pooling window (``config.json``; 1 for runs that did not record one)."""
+    config = Path(run_dir) / "config.json"
+    if not config.exists():
+        return 1
+    return int(json.loads(config.read_text()).get("resolved", {}).get("pooling_window", 1))
+
+
+def load_curves(run_dir: Path, window: int | None = None) -> dict[str, np.ndarray]:
+    """Per iteration: ``env_steps``, ``best`` and ``mean`` over particles of each particle's
+    return pooled over the last ``window`` iterations (default: the run's pooling window, in
+    which every env ends an episode; :mod:`evo_svpg.metrics`), and ``episode_mean``, the mean
+    return of all the window's episodes."""
     path = Path(run_dir) / "metrics.csv"
     if not path.exists():
         raise ValueError(f"{run_dir}: no metrics.csv (is it a run directory?)")
-    data = np.genfromtxt(path, delimiter=",", names=True)
-    data = np.atleast_1d(data)
-    iterations = np.unique(data["iteration"])
-    best, mean, episode_mean, steps = [], [], [], []
-    for it in iterations:
-        rows = data[data["iteration"] == it]
-        finite = np.isfinite(rows["return_mean"])
-        returns = rows["return_mean"][finite]
-        best.append(returns.max() if returns.size else np.nan)
-        mean.append(returns.mean() if returns.size else np.nan)
-        if "episodes" in data.dtype.names and rows["episodes"][finite].sum() > 0:
-            episodes = rows["episodes"][finite]
-            episode_mean.append(float((returns * episodes).sum() / episodes.sum()))
-        else:
-            episode_mean.append(np.nan)
-        steps.append(rows["env_steps"][0])
-    return {
-        "iteration": iterations,
-        "env_steps": np.array(steps),
-        "best": np.array(best),
-        "mean": np.array(mean),
-        "episode_mean": np.array(episode_mean),
-    }
+    totals = EpisodeTotals.from_csv(path)
+    return totals.curves(run_window(run_dir) if window is None else window)
 
 
 def plot_runs(run_dirs: list[Path], target: Path) -> None:
@@ -54,7 +45,7 @@ def plot_runs(run_dirs: list[Path], target: Path) -> None:
         ax.plot(curves["env_steps"], curves["best"], color=color, label=f"{label}: best particle")
         ax.plot(curves["env_steps"], curves["mean"], color=color, ls="--", label=f"{label}: mean")
     ax.set_xlabel("env steps")
-    ax.set_ylabel("episode return (stochastic policy)")
+    ax.set_ylabel("training return, pooled per particle over the window")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()

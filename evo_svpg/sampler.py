@@ -46,6 +46,10 @@ class Rollout:
     # Behaviour descriptors of the episodes (and cut segments) of this rollout, if the sampler
     # was given a describer (novelty and quality-diversity operators read them).
     behaviours: Behaviours | None = None
+    # Set by an operator that scores whole episodes (novelty): ``[T, n, E]`` float64, every step
+    # holding its episode segment's signal. REINFORCE then weights each step by it instead of by
+    # the discounted return-to-go of ``rewards`` (NS-ES credits a whole episode with its score).
+    episode_signal: np.ndarray | None = None
 
     @property
     def n_particles(self) -> int:

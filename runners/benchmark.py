@@ -160,18 +160,14 @@ class _Timed:
         return getattr(self.inner, name)
 
 
-class _Keep:
+class _Keep(Callback):
     """Collects ``(seconds, env steps)`` of every iteration."""
 
     def __init__(self) -> None:
         self.records: list[tuple[float, int]] = []
 
-    def on_start(self, run): ...
     def on_iteration(self, run, record):
         self.records.append((record.seconds, record.iteration_env_steps))
-
-    def on_end(self, run): ...
-    def on_interrupt(self, run, exc): ...
 
 
 def _side_by_side(cfgs: list[RunConfig], iterations: int, warmup: int = 1) -> list[list]:

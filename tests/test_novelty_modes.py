@@ -4,20 +4,27 @@ from __future__ import annotations
 
 import copy
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from evo_svpg.behaviour import Describer, scale
+from evo_svpg.callbacks import Callback
 from evo_svpg.cli import main
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, train
 from evo_svpg.envs import make_batched_env
+from evo_svpg.estimators import A2C, Reinforce
+from evo_svpg.estimators.pg import particle_major, score_function_gradient, standardize
+from evo_svpg.evaluation import EvalEpisodes
 from evo_svpg.novelty import knn_novelty
 from evo_svpg.operators import PopulationState
+from evo_svpg.operators.measure import MeasureQD
 from evo_svpg.operators.novelty import NoveltyFitness, NoveltySignal
 from evo_svpg.policy import PolicySpec
+from evo_svpg.qd import GridArchive, Visitation
 from evo_svpg.sampler import Sampler
 
 SPARSE = "evo_svpg/MountainCarSparse-v0"
@@ -40,9 +47,27 @@ def _rollout_state(n: int = 3, e: int = 4, steps: int = 60, seed: int = 0) -> Po
     return state
 
 
-def test_novelty_signal_puts_each_segments_novelty_on_its_last_step():
+def _segment_signal_by_loop(rollout, ends: list[tuple[int, int, int]], signal) -> np.ndarray:
+    """Reference: walk every env's steps; each step takes the signal of the segment it is in."""
+    t_max, n, e = rollout.rewards.shape
+    value = dict(zip(ends, signal, strict=True))
+    out = np.full((t_max, n, e), np.nan)
+    for p in range(n):
+        for k in range(e):
+            pending = []
+            for t in range(t_max):
+                pending.append(t)
+                if (t, p, k) in value:
+                    out[pending, p, k] = value[(t, p, k)]
+                    pending = []
+            assert not pending  # the iteration cut ends every env's last segment
+    return out
+
+
+def test_novelty_signal_credits_every_step_of_a_segment_with_its_novelty():
     state = _rollout_state()
     b = state.rollout.behaviours
+    env_rewards = state.rollout.rewards.copy()
     op = NoveltySignal(k=3, archive_size=100)
     prior = np.random.default_rng(0).uniform(size=(5, 2))
     op._archive(2).add(prior)
@@ -56,16 +81,30 @@ def test_novelty_signal_puts_each_segments_novelty_on_its_last_step():
     reference = np.concatenate([prior, population])
     expected = knn_novelty(scale(segments, b.bounds), reference, 3, exclude=own)
     assert not np.allclose(expected, knn_novelty(scale(segments, b.bounds), reference, 3))
-    rewards = state.rollout.rewards
-    steps = np.concatenate([b.step, np.full(cut_p.size, rewards.shape[0] - 1)])
-    where = (steps, np.concatenate([b.particle, cut_p]), np.concatenate([b.env, cut_e]))
-    np.testing.assert_allclose(rewards[where], expected, rtol=1e-6)
-    mask = np.zeros(rewards.shape, dtype=bool)
-    mask[where] = True
-    assert (rewards[~mask] == 0).all()
+    last = state.rollout.rewards.shape[0] - 1
+    steps = np.concatenate([b.step, np.full(cut_p.size, last)])
+    ends = list(zip(steps, np.concatenate([b.particle, cut_p]), np.concatenate([b.env, cut_e]),
+                    strict=True))  # fmt: skip
+    signal = state.rollout.episode_signal
+    np.testing.assert_allclose(signal, _segment_signal_by_loop(state.rollout, ends, expected))
+    assert len(np.unique(signal[:, 0, 0])) > 1  # several segments, each with its own value
+    np.testing.assert_array_equal(state.rollout.rewards, env_rewards)  # the env's rewards stay
     assert b.descriptors.shape[0] >= 3 * 4 * 2  # 60 steps of 25-step episodes: 2 per env
     assert len(op.archive) == 5 + 3  # one entry per particle per iteration
     np.testing.assert_allclose(op.archive.descriptors[-3:], population)
+
+
+def test_reinforce_weights_every_step_by_its_episode_signal():
+    state = _rollout_state()
+    NoveltySignal(k=3, archive_size=100)(state, None)
+    rollout = state.rollout
+    grad = Reinforce(SPEC).gradient(state.params, rollout)
+    weights = standardize(particle_major(rollout.episode_signal))
+    obs, actions = particle_major(rollout.obs), particle_major(rollout.actions)
+    expected = score_function_gradient(SPEC, state.params, obs, actions, weights)
+    np.testing.assert_allclose(grad.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="episode-level signal"):
+        A2C(SPEC, 3, seed=0).gradient(state.params, rollout)
 
 
 def test_novelty_reward_mixes_standardised_novelty_and_return():
@@ -87,9 +126,9 @@ def test_novelty_reward_mixes_standardised_novelty_and_return():
     last = pure.rollout.rewards.shape[0] - 1
     where_steps = np.concatenate([b.step, np.full(cut[0].size, last)])
     where = (where_steps, np.concatenate([b.particle, cut[0]]), np.concatenate([b.env, cut[1]]))
-    novelty = pure.rollout.rewards[where].astype(np.float64)
+    novelty = pure.rollout.episode_signal[where]
     expected = 0.25 * z(novelty) + 0.75 * z(returns)
-    np.testing.assert_allclose(mixed.rollout.rewards[where], expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mixed.rollout.episode_signal[where], expected, rtol=1e-5, atol=1e-6)
 
 
 def test_novelty_fitness_excludes_each_particles_own_behaviour():
@@ -122,13 +161,9 @@ def test_success_is_measured_on_the_deterministic_policies_and_not_charged():
     _pumping_params(run, np.array([True, False, True, False]))
     records = []
 
-    class Keep:
-        def on_start(self, run): ...
+    class Keep(Callback):
         def on_iteration(self, run, record):
             records.append(record)
-
-        def on_end(self, run): ...
-        def on_interrupt(self, run, exc): ...
 
     train(run, [Keep()])
     first = records[0].scalars
@@ -136,11 +171,40 @@ def test_success_is_measured_on_the_deterministic_policies_and_not_charged():
     assert first["success_any"] == 1.0
     assert first["first_success_env_steps"] == 4 * 200  # after the first iteration
     assert [first[f"det_return_{i}"] for i in range(4)] == [1.0, 0.0, 1.0, 0.0]
-    assert first["qd_best_return"] == 1.0
-    assert first["qd_score"] >= 1.0  # offset 0: each cell with a goal-reaching episode adds 1
-    assert 0 < first["qd_coverage"] < 1
+    # No charged episode ended in iteration 1 (100 steps per env, 200-step limit): the tests'
+    # goal-reaching episodes are not in the QD records of the learning budget ...
+    assert (first["qd_coverage"], first["qd_score"]) == (0.0, 0.0)
+    assert np.isnan(first["qd_best_return"])
     assert records[-1].env_steps == 2 * 4 * 200  # the tests' steps are not charged ...
     assert records[-1].scalars["measure_env_steps"] > 0  # ... but reported
+    assert first["qd_test_score"] >= 1.0  # ... they fill a grid of their own
+    assert 0 < first["qd_test_coverage"] < 1
+
+
+def test_qd_grid_counts_only_charged_episodes_and_the_tests_fill_their_own():
+    """Training and candidate episodes go to ``qd_*``; the free deterministic tests (which
+    reach the goal here, in a cell no charged episode visits) only to ``qd_test_*``."""
+    bounds = [(-1.2, 0.6), (-1.2, 0.6)]
+    training = SimpleNamespace(  # two training episodes, one candidate evaluation below
+        behaviours=SimpleNamespace(descriptors=np.array([[-1.0, -0.5], [-0.9, -0.4]]),
+                                   returns=np.array([0.0, 0.0])),
+        final_obs=np.zeros((1, 1, 1, 2), dtype=np.float32),
+    )  # fmt: skip
+    candidate = EvalEpisodes(np.array([[0.0]]), np.array([[False]]), 10, np.array([[[-0.5, 0.0]]]))
+    test = EvalEpisodes(np.array([[1.0]]), np.array([[True]]), 7, np.array([[[-0.2, 0.55]]]))
+    tester = SimpleNamespace(episodes_of=lambda theta: test)
+    measure = MeasureQD(
+        tester, 1, GridArchive(bounds, 4), GridArchive(bounds, 4), Visitation([-1, -1], [1, 1])
+    )
+    state = PopulationState(torch.zeros(1, 3), rollout=training)
+    ctx = SimpleNamespace(evaluator=SimpleNamespace(take_log=lambda: [candidate]))
+    scalars = measure(state, ctx).scalars
+    charged = GridArchive(bounds, 4)
+    charged.add(np.array([[-1.0, -0.5], [-0.9, -0.4], [-0.5, 0.0]]), np.zeros(3))
+    assert (scalars["qd_coverage"], scalars["qd_score"]) == (charged.coverage, 0.0)
+    assert scalars["qd_best_return"] == 0.0  # the goal was reached only in a free test
+    assert (scalars["qd_test_coverage"], scalars["qd_test_score"]) == (1 / 16, 1.0)
+    assert scalars["measure_env_steps"] == 7
 
 
 @pytest.mark.parametrize("mode", ["novelty", "novelty-reward", "select-novelty", "erl"])
@@ -153,12 +217,14 @@ def test_novelty_and_qd_runs_resume_to_the_same_records(mode, tmp_path):
     for name in ("metrics.csv", "scalars.csv"):
         assert (part / name).read_text() == (tmp_path / "full" / name).read_text(), name
     with np.load(part / "qd.npz") as a, np.load(tmp_path / "full" / "qd.npz") as b:
-        assert set(a.files) == {"grid_best", "grid_bounds", "visitation", "visitation_range"}
+        assert set(a.files) == {
+            "grid_best", "test_grid_best", "grid_bounds", "visitation", "visitation_range"
+        }  # fmt: skip
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
         assert b["visitation"].sum() == 4 * 3 * 120  # every training step, once
     scalars = (part / "scalars.csv").read_text()
-    for name in ("qd_coverage", "qd_score", "success_fraction", "det_return_2"):
+    for name in ("qd_coverage", "qd_score", "qd_test_coverage", "success_fraction", "det_return_2"):
         assert f",{name}," in scalars
     if mode != "erl":
         name = "novelty_fitness_mean" if mode == "select-novelty" else "novelty_mean"

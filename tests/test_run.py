@@ -92,8 +92,11 @@ def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_pa
     policies = 1 if mode == "joint" else 3
     assert len(rows) == 4 * policies
     steps = [int(r["env_steps"]) for r in rows]
-    # Every transition taken by the sampler and every evaluated candidate's episode is counted.
-    assert steps[-1] == used[0]
+    summary = json.loads((out / "summary.json").read_text())
+    # Every transition taken by the sampler and every evaluated candidate's episode is counted;
+    # the final fresh evaluation's episodes are measurement, counted apart.
+    assert summary["fresh_env_steps"] > 0
+    assert steps[-1] + summary["fresh_env_steps"] == used[0]
     for row in rows:  # the rollouts alone are 3 policies' worth × 200 steps per iteration
         assert int(row["env_steps"]) >= int(row["iteration"]) * 3 * 200
     uses_evaluation = mode in ("cem-per-particle", "cmaes-per-particle", "erl")
@@ -327,7 +330,14 @@ def test_plot_writes_a_png_with_best_and_mean_curves(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     curves = load_curves(out)
     returns = np.array([float(r["return_mean"]) for r in _rows(out)]).reshape(4, 3)
-    np.testing.assert_allclose(curves["best"], np.nanmax(returns, axis=1))
+    episodes = np.array([int(r["episodes"]) for r in _rows(out)]).reshape(4, 3)
+    # Each particle's episodes pooled over the pooling window: CartPole's 500-step limit spans
+    # 10 iterations of 50 steps per env, so here every curve point pools iterations 1..t.
+    assert json.loads((out / "config.json").read_text())["resolved"]["pooling_window"] == 10
+    totals = np.cumsum(np.nan_to_num(returns) * episodes, axis=0)
+    pooled = totals / np.cumsum(episodes, axis=0)
+    np.testing.assert_allclose(curves["best"], pooled.max(axis=1))
+    np.testing.assert_allclose(curves["mean"], pooled.mean(axis=1))
 
 
 def test_readme_mode_table_lists_exactly_the_registered_modes():

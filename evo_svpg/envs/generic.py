@@ -47,13 +47,19 @@ class GenericVectorEnv(BatchedEnv):
         # and make's own max_episode_steps replaces the spec's TimeLimit. Only passed when set,
         # so without an override the env is built exactly as gymnasium registers it.
         limit = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
-        self._envs = gymnasium.make_vec(
-            env_id,
-            num_envs=self.num_envs,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
-            **limit,
-        )
+        try:
+            self._envs = gymnasium.make_vec(
+                env_id,
+                num_envs=self.num_envs,
+                vectorization_mode="sync",
+                vector_kwargs={"autoreset_mode": gymnasium.vector.AutoresetMode.SAME_STEP},
+                **limit,
+            )
+        except (gymnasium.error.DependencyNotInstalled, ImportError) as exc:
+            raise ValueError(
+                f"{env_id} needs a package that is not installed ({exc}); install it, or use one "
+                "of the fast-path ids"
+            ) from None
         try:
             obs_space = self._envs.single_observation_space
             act_space = self._envs.single_action_space

@@ -85,6 +85,11 @@ class A2C:
 
     def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor:
         """``∇J [n, d]`` at ``theta [n, d]``; also fits the critics to this rollout."""
+        if rollout.episode_signal is not None:
+            raise ValueError(
+                "a2c cannot learn from an episode-level signal (its critic would bootstrap past "
+                "segments already scored); use estimator='reinforce'"
+            )
         t, n, e = rollout.rewards.shape
         obs, final_obs = particle_major(rollout.obs), particle_major(rollout.final_obs)
         values = self._values(obs).reshape(n, t, e).swapaxes(0, 1)

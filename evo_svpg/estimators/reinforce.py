@@ -22,7 +22,8 @@ class Reinforce:
     """Discounted return-to-go, standardised over each particle's batch, no baseline.
 
     Standardising makes ‖∇J‖ independent of the reward scale, which is what α = 10 was
-    calibrated against in the original code.
+    calibrated against in the original code. A rollout with an ``episode_signal`` (novelty) is
+    weighted by that per-episode signal at every step instead, standardised the same way.
     """
 
     spec: PolicySpec
@@ -32,8 +33,12 @@ class Reinforce:
 
     def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor:
         """``∇J [n, d]`` at ``theta [n, d]`` from ``rollout`` (sampled with ``theta``)."""
-        dones = rollout.terminated | rollout.truncated
-        weights = standardize(particle_major(returns_to_go(rollout.rewards, dones, self.gamma)))
+        if rollout.episode_signal is not None:
+            weights = standardize(particle_major(rollout.episode_signal))
+        else:
+            dones = rollout.terminated | rollout.truncated
+            returns = returns_to_go(rollout.rewards, dones, self.gamma)
+            weights = standardize(particle_major(returns))
         obs, actions = particle_major(rollout.obs), particle_major(rollout.actions)
         return score_gradient(
             self.spec, theta, obs, actions, rollout.activations, weights, self.device, self.shards

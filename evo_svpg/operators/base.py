@@ -78,6 +78,15 @@ class ParticleStateHolder(Protocol):
     def reindex(self, parents: Tensor) -> None: ...
 
 
+@runtime_checkable
+class ReportsPolicies(Protocol):
+    """Holds policies of its own (ERL's population) that the final evaluation should score."""
+
+    def reported_policies(self) -> dict[str, Tensor]:
+        """``{name: theta [m, d]}``; each is evaluated afresh at the end of a run."""
+        ...
+
+
 class Stateless:
     """Mixin for operators with nothing to checkpoint."""
 

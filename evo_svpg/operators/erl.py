@@ -170,6 +170,13 @@ class ERLPopulation:
             mutate(self.spec, self.pop, torch.tensor(rows), self.generator)
         self.protected = np.array(new_elites, dtype=np.int64)
 
+    def reported_policies(self) -> dict[str, Tensor]:
+        """The champion of the last evaluation: its unmutated copy, the first elite slot."""
+        if self.pop is None or not self.protected.size:
+            return {}
+        best = int(self.protected[0])
+        return {"erl_champion": self.pop[best : best + 1]}
+
     def state_dict(self) -> dict:
         return {
             "pop": self.pop, "fitness": self.fitness, "protected": self.protected,

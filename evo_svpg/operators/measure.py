@@ -4,9 +4,10 @@
 and keeps three records over the whole run:
 
 * a grid archive over the descriptor space (:class:`~evo_svpg.qd.GridArchive`) offered every
-  episode the run evaluates: training episodes, candidate/population evaluations (CEM, CMA-ES,
-  ERL) and the deterministic tests below. Its coverage, QD-score and best return go to
-  ``scalars.csv`` every iteration;
+  episode the run pays for: training episodes and candidate/population evaluations (CEM, CMA-ES,
+  ERL). Its coverage, QD-score and best return go to ``scalars.csv`` every iteration. The free
+  deterministic tests below fill a grid of their own (``qd_test_coverage``, ``qd_test_score``),
+  so comparisons at equal env steps count only what each mode paid for;
 * the (x, v) visitation counts of every training step's end state
   (:class:`~evo_svpg.qd.Visitation`);
 * every ``qd_every`` iterations, each particle's *deterministic* policy (argmax / mean action) runs
@@ -36,7 +37,8 @@ from evo_svpg.qd import GridArchive, Visitation
 class MeasureQD:
     evaluator: Evaluator  # deterministic, with a descriptor, its own random stream
     every: int
-    grid: GridArchive  # over the descriptor's bounds
+    grid: GridArchive  # over the descriptor's bounds: charged episodes only
+    test_grid: GridArchive  # same bounds: the deterministic test episodes
     visitation: Visitation  # over the observation bounds of (x, v)
     first_success_env_steps: int = field(default=-1, init=False)
     measure_env_steps: int = field(default=0, init=False)
@@ -46,7 +48,7 @@ class MeasureQD:
         behaviours = state.rollout.behaviours
         self.grid.add(behaviours.descriptors, behaviours.returns)
         for episodes in ctx.evaluator.take_log():
-            self._offer(episodes)
+            self._offer(self.grid, episodes)
         # Each step's end state: terminal (goal) states are in final_obs only.
         self.visitation.add(state.rollout.final_obs[..., :2].reshape(-1, 2))
         if state.current_iteration % self.every == 0:
@@ -55,19 +57,22 @@ class MeasureQD:
         s["qd_coverage"] = self.grid.coverage
         s["qd_score"] = self.grid.qd_score
         s["qd_best_return"] = self.grid.best
+        s["qd_test_coverage"] = self.test_grid.coverage
+        s["qd_test_score"] = self.test_grid.qd_score
         if self.first_success_env_steps >= 0:
             s["first_success_env_steps"] = float(self.first_success_env_steps)
         s["measure_env_steps"] = float(self.measure_env_steps)
         return state
 
-    def _offer(self, episodes: EvalEpisodes) -> None:
+    @staticmethod
+    def _offer(grid: GridArchive, episodes: EvalEpisodes) -> None:
         dim = episodes.descriptors.shape[-1]
-        self.grid.add(episodes.descriptors.reshape(-1, dim), episodes.returns.reshape(-1))
+        grid.add(episodes.descriptors.reshape(-1, dim), episodes.returns.reshape(-1))
 
     def _test(self, state: PopulationState) -> None:
         episodes = self.evaluator.episodes_of(state.params.numpy())
         self.measure_env_steps += episodes.steps
-        self._offer(episodes)
+        self._offer(self.test_grid, episodes)
         success = episodes.terminated.any(axis=1)
         if success.any() and self.first_success_env_steps < 0:
             self.first_success_env_steps = state.env_steps
@@ -81,6 +86,7 @@ class MeasureQD:
         """What the run leaves on disk in ``qd.npz`` (for figures across runs)."""
         return {  # copies: a snapshot of this iteration
             "grid_best": self.grid.best_per_cell(),
+            "test_grid_best": self.test_grid.best_per_cell(),
             "grid_bounds": np.stack([self.grid.low, self.grid.high], axis=1),
             "visitation": self.visitation.counts.copy(),
             # One (low, high) row per dimension, as grid_bounds: [[x_lo, x_hi], [v_lo, v_hi]].
@@ -91,6 +97,7 @@ class MeasureQD:
         return {
             "evaluator": self.evaluator.state_dict(),
             "grid": self.grid.state_dict(),
+            "test_grid": self.test_grid.state_dict(),
             "visitation": self.visitation.state_dict(),
             "first_success_env_steps": self.first_success_env_steps,
             "measure_env_steps": self.measure_env_steps,
@@ -101,4 +108,5 @@ class MeasureQD:
         self.first_success_env_steps = state["first_success_env_steps"]
         self.measure_env_steps = state["measure_env_steps"]
         self.grid.load_state_dict(state["grid"])
+        self.test_grid.load_state_dict(state["test_grid"])
         self.visitation.load_state_dict(state["visitation"])

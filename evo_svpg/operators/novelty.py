@@ -6,14 +6,16 @@ neighbours among the archive and this iteration's behaviours of the *other* part
 behaviour is its mean episode descriptor). After novelty is computed the particles' behaviours join
 the archive, one entry per particle per iteration (NS-ES adds its updated parent's mean behaviour).
 
-* :class:`NoveltySignal` replaces the rewards the estimator sees: every episode segment in the
-  rollout gets one signal on its last step, 0 elsewhere, so REINFORCE's discounted return-to-go
-  credits every step of the segment with it (an episode-level signal, as in NS-ES / NSR-ES). A2C is
-  refused (see :func:`evo_svpg.modes`): its critic would bootstrap past a cut segment that was
-  already paid its partial novelty. ``weight = 1`` is pure novelty (``novelty``); ``0 < weight < 1``
-  mixes ``weight · z(novelty) + (1 − weight) · z(return)``, both standardised over the population's
-  segments of the iteration (``novelty-reward``, NSR-style). Segments the iteration boundary cut are
-  scored on their trajectory so far. Returns in ``metrics.csv`` stay the env's returns.
+* :class:`NoveltySignal` sets the rollout's ``episode_signal``: every step of an episode segment
+  carries that segment's signal, which REINFORCE uses as the step's weight in place of the
+  discounted return-to-go (an episode-level signal credited to the whole episode, as NS-ES /
+  NSR-ES score whole episodes; paying it on the last step alone and discounting would leave the
+  first step of a 200-step episode 0.13× of it). A2C is refused (see :func:`evo_svpg.modes`):
+  its critic would bootstrap past a cut segment that was already paid its partial novelty.
+  ``weight = 1`` is pure novelty (``novelty``); ``0 < weight < 1`` mixes
+  ``weight · z(novelty) + (1 − weight) · z(return)``, both standardised over the population's
+  segments of the iteration (``novelty-reward``, NSR-style). Segments the iteration boundary cut
+  are scored on their trajectory so far. Returns in ``metrics.csv`` stay the env's returns.
 * :class:`NoveltyFitness` sets ``state.fitness`` to each particle's novelty (its own entry
   excluded), for selection operators (``select-novelty``).
 """
@@ -27,6 +29,29 @@ import numpy as np
 from evo_svpg.behaviour import Behaviours, scale
 from evo_svpg.novelty import NoveltyArchive
 from evo_svpg.operators.base import Context, PopulationState
+
+
+def spread_over_segments(
+    shape: tuple[int, int, int],
+    steps: np.ndarray,
+    particles: np.ndarray,
+    envs: np.ndarray,
+    signal: np.ndarray,
+) -> np.ndarray:
+    """``[T, n, E]``: every step carries the signal of the segment it belongs to.
+
+    Segment ``k`` ends at step ``steps[k]`` in env ``(particles[k], envs[k])`` and covers the
+    steps after that env's previous segment end. Every env must have a segment ending at
+    ``T − 1`` (an episode end or the iteration cut).
+    """
+    t_max = shape[0]
+    at_end = np.full(shape, np.nan)
+    at_end[steps, particles, envs] = signal
+    end = np.where(np.isnan(at_end), t_max, np.arange(t_max)[:, None, None])
+    next_end = np.minimum.accumulate(end[::-1], axis=0)[::-1]  # first end at or after t
+    if (next_end == t_max).any():
+        raise ValueError("every env needs a segment ending at its last step")
+    return np.take_along_axis(at_end, next_end, axis=0)
 
 
 def _standardize(x: np.ndarray) -> np.ndarray:
@@ -92,8 +117,9 @@ class NoveltySignal(_ArchiveHolder):
         steps = np.concatenate([b.step, np.full(cut_p.size, last)])
         particles = np.concatenate([b.particle, cut_p])
         envs = np.concatenate([b.env, cut_e])
-        rollout.rewards[:] = 0.0
-        rollout.rewards[steps, particles, envs] = signal
+        rollout.episode_signal = spread_over_segments(
+            rollout.rewards.shape, steps, particles, envs, signal
+        )
         archive.add(population)
         state.scalars["novelty_mean"] = float(novelty.mean()) if novelty.size else float("nan")
         state.scalars["archive_size"] = float(len(archive))
