@@ -13,6 +13,7 @@ truncated or not a checkpoint at all gets one ``ValueError`` naming the file.
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -65,7 +66,9 @@ def save_checkpoint(path: Path, payload: dict) -> None:
 def load_checkpoint(path: Path) -> dict:
     """The payload saved by :func:`save_checkpoint`; ValueError naming ``path`` otherwise."""
     try:
-        data = torch.load(path, weights_only=True, map_location="cpu")
+        with warnings.catch_warnings():  # torch warns about foreign pickles: we refuse them
+            warnings.simplefilter("ignore")
+            data = torch.load(path, weights_only=True, map_location="cpu")
     except FileNotFoundError:
         raise ValueError(f"checkpoint {path} does not exist") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,

@@ -328,13 +328,23 @@ def train(run: Run, callbacks: list | tuple = ()) -> Run:
 
 @contextmanager
 def signals_held():
-    """SIGINT and SIGTERM wait until the block ends (then they are delivered)."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    blocked = threading.current_thread() is threading.main_thread()
-    if blocked:
-        signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    """SIGINT and SIGTERM that arrive in the block are delivered when it ends.
+
+    Python runs signal handlers in the main thread whichever thread the OS picked, so the
+    handlers are swapped for one that only takes note (a ``pthread_sigmask`` would not do: the
+    particle-shard threads would still receive the signal). Outside the main thread, no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: pending.append(signum))
     try:
         yield
     finally:
-        if blocked:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        for s, handler in previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            signal.raise_signal(pending[0])  # through the handler that was in place before

@@ -83,16 +83,22 @@ class EpisodeTotals:
             **_pooled(sums, counts, axis=1),
         }
 
-    def final_mask(self, window: int, share: float = FINAL_SHARE) -> np.ndarray:
-        """``[I]`` bool: iterations in the last ``share`` of the env steps, at least ``window``."""
-        late = self.env_steps > (1 - share) * self.env_steps[-1]
+    def final_mask(
+        self, window: int, share: float = FINAL_SHARE, end: int | None = None
+    ) -> np.ndarray:
+        """``[I]`` bool: iterations after ``(1 − share) · end`` env steps (``end``: a budget;
+        default the run's last env steps), and at least the last ``window``."""
+        end = self.env_steps[-1] if end is None else end
+        late = self.env_steps > (1 - share) * end
         late[-window:] = True
         return late
 
-    def final(self, window: int, share: float = FINAL_SHARE) -> dict[str, float | int | list]:
+    def final(
+        self, window: int, share: float = FINAL_SHARE, end: int | None = None
+    ) -> dict[str, float | int | list]:
         """Pooled returns over :meth:`final_mask`: each particle's episodes of the final window
         together (``particle_returns``), their best and mean, and the all-episode mean."""
-        late = self.final_mask(window, share)
+        late = self.final_mask(window, share, end)
         sums, counts = self.sums[late].sum(axis=0), self.counts[late].sum(axis=0)
         pooled = _pooled(sums[None], counts[None], axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
