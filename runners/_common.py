@@ -1,22 +1,133 @@
-"""What the comparison runners share: launching CLI runs, bootstrap intervals, curves on a grid.
+"""What the comparison runners share: checking their flags, one runner per output directory,
+launching CLI runs, final returns, bootstrap intervals, curves on a grid.
 
 Runners import this module (they run from ``runners/``); they never copy code from ``evo_svpg``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 
-from evo_svpg.plot import load_curves
+from evo_svpg.config import RunConfig
+from evo_svpg.metrics import FINAL_SHARE, EpisodeTotals
+from evo_svpg.plot import load_curves, run_window
+from evo_svpg.report import strict_json
+from evo_svpg.rundir import RunLock, make_directory
+
+
+class RunnerParser(argparse.ArgumentParser):
+    """A runner's flags: spelled out in full (``--seed`` is not ``--seeds``), and any usage
+    error is one line on stderr with exit code 2."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# What a runner sets in every run itself, and what to use instead of passing it after ``--``.
+RESERVED = {
+    "--seed": "--seeds N runs seeds 0..N-1",
+    "--mode": "--modes M [M ...] chooses the modes",
+    "--budget": "the runner's --budget sets every run's env-step budget",
+    "--iterations": "every run is stopped by the runner's --budget",
+    "--out": "the runner's --out holds every run, as OUT/<mode>/seed<k>",
+    "--resume": "re-run the runner with the same settings to resume unfinished runs",
+    "--config": "a config file could change the seed, mode or budget: pass its keys as flags",
+    "--threads": "each run gets its share of the cores, cpu_count // --jobs",
+}
+# Every flag of `evo-svpg run` (to see which one an abbreviation stands for, as argparse does).
+RUN_FLAGS = frozenset(
+    ["--" + f.name.replace("_", "-") for f in fields(RunConfig)]
+    + ["--config", "--out", "--resume", "--help"]
+)
+
+
+def validate(
+    parser: argparse.ArgumentParser,
+    *,
+    counts: Sequence[tuple[str, int, str]] = (),
+    modes: Sequence[str] | None = None,
+    extra: Sequence[str] = (),
+    reserved: dict[str, str] | None = None,
+) -> None:
+    """Check a runner's flags before anything is written; the first problem ends the runner
+    with one line on stderr naming the flag, its value and what is valid (exit code 2).
+
+    ``counts``: ``(flag, value, meaning)`` that must be >= 1; ``modes``: the ``--modes`` list
+    (non-empty, each once); ``extra``: the flags after ``--``, which must not set what the runner
+    sets itself (``reserved``: flag -> what to use instead; default :data:`RESERVED`).
+    """
+    for flag, value, meaning in counts:
+        if value < 1:
+            parser.exit(2, f"{parser.prog}: error: {flag} {value}: must be >= 1 ({meaning})\n")
+    if modes is not None:
+        if not modes:
+            parser.exit(
+                2, f"{parser.prog}: error: --modes (none given): name at least one mode "
+                "(`evo-svpg modes` lists them)\n",
+            )  # fmt: skip
+        twice = sorted({m for m in modes if list(modes).count(m) > 1})
+        if twice:
+            parser.exit(
+                2, f"{parser.prog}: error: --modes {' '.join(modes)}: each mode once "
+                f"({', '.join(twice)} repeated)\n",
+            )  # fmt: skip
+    problem = extra_flag_collision(extra, RESERVED if reserved is None else reserved)
+    if problem:
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
+
+
+def extra_flag_collision(extra: Sequence[str], reserved: dict[str, str]) -> str | None:
+    """The message for the first flag in ``extra`` that would override one the runner sets
+    (``--seed 7``, ``--seed=7``, or an abbreviation ``evo-svpg run`` would expand to it), or None.
+    """
+    for token in extra:
+        if not token.startswith("--") or token == "--":
+            continue
+        name = token.split("=", 1)[0]
+        flag = name if name in RUN_FLAGS else _expansion(name)
+        if flag in reserved:
+            return f"extra run flag {token} collides with the runner's own {flag}: {reserved[flag]}"
+    return None
+
+
+def _expansion(name: str) -> str | None:
+    """The `evo-svpg run` flag an unambiguous prefix stands for (argparse's abbreviations)."""
+    matches = [flag for flag in RUN_FLAGS if flag.startswith(name)]
+    return matches[0] if len(matches) == 1 else None
+
+
+@contextmanager
+def runner_out(parser: argparse.ArgumentParser, out: Path, settings: dict) -> Iterator[None]:
+    """Hold ``out`` for this runner (one runner per ``--out``: a second one is refused naming
+    the holder) and refuse it if it holds runs made with other settings (:func:`check_settings`).
+    Call it after :func:`validate`: nothing is written before the flags are checked."""
+    try:
+        make_directory(out)
+        lock = RunLock(out, "runner")
+    except ValueError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    try:
+        check_settings(out, settings)
+        yield
+    finally:
+        lock.release()
 
 
 def launch(run_dir: Path, flags: list[str]) -> float:
@@ -50,13 +161,14 @@ def run_dir(out: Path, mode: str, seed: int) -> Path:
     return out / mode / f"seed{seed}"
 
 
-def finished(path: Path, budget: int) -> bool:
-    """The run in ``path`` has spent ``budget`` env steps (and its wall time is recorded)."""
+def finished(path: Path, budget: int | None) -> bool:
+    """The run in ``path`` has ended (its wall time is recorded) and, with a ``budget``, spent
+    ``budget`` env steps."""
     summary = path / "summary.json"
     wall = path.with_name(path.name + ".wall")
     if not (summary.exists() and wall.exists()):
         return False
-    return json.loads(summary.read_text())["env_steps"] >= budget
+    return budget is None or json.loads(summary.read_text())["env_steps"] >= budget
 
 
 def check_settings(out: Path, settings: dict) -> None:
@@ -86,16 +198,20 @@ def run_all(
     out: Path,
     modes: list[str],
     seeds: int,
-    budget: int,
+    budget: int | None,
     jobs: int,
     flags: Callable[[str, int], list[str]],
 ) -> dict[tuple[str, int], float]:
-    """Every (mode, seed) run to ``budget`` env steps, ``jobs`` processes at a time.
+    """Every (mode, seed) run, ``jobs`` processes at a time: to ``budget`` env steps, or with
+    ``budget=None`` for the iterations its flags give.
 
     ``flags(mode, seed)`` gives the run's own flags; the budget, seed, mode and thread flags are
     added here. Finished runs are skipped, unfinished ones resumed. Returns wall seconds per run.
     """
     threads = max(1, (os.cpu_count() or 1) // jobs)  # each process: its share of the cores
+    limit = [] if budget is None else [
+        "--budget", str(budget), "--iterations", str(NO_ITERATION_LIMIT)
+    ]  # fmt: skip
 
     def one(job: tuple[str, int]) -> float:
         mode, seed = job
@@ -105,8 +221,7 @@ def run_all(
         wall = launch(
             path,
             [
-                "--mode", mode, "--seed", str(seed), "--budget", str(budget),
-                "--iterations", str(NO_ITERATION_LIMIT), "--threads", str(threads),
+                "--mode", mode, "--seed", str(seed), *limit, "--threads", str(threads),
                 *flags(mode, seed),
             ],
         )  # fmt: skip
@@ -123,20 +238,10 @@ def write_outputs(out: Path, table: str, summary: dict, plot) -> None:
     print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(table + "\n")
-    (out / "summary.json").write_text(json.dumps(_strict(summary), indent=2) + "\n")
+    text = json.dumps(strict_json(summary), indent=2, allow_nan=False)
+    (out / "summary.json").write_text(text + "\n")
     plot(out / "curves.png")
     print(f"wrote {out}/table.md, summary.json, curves.png")
-
-
-def _strict(value):
-    """JSON without the non-standard ``Infinity``/``NaN``: non-finite numbers become null."""
-    if isinstance(value, dict):
-        return {k: _strict(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_strict(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def bootstrap_median_ci(
@@ -159,13 +264,19 @@ def bootstrap_median_ci(
     return float(np.median(values)), float(low), float(high)
 
 
-def fmt_ci(stats: tuple[float, float, float]) -> str:
+def fmt_ci(stats: tuple[float, float, float], digits: int = 1) -> str:
+    """``median [low, high]``; ``n/a`` when no seed has a value."""
     median, low, high = stats
-    return f"{median:.1f} [{low:.1f}, {high:.1f}]"
+    if not math.isfinite(median):
+        return "n/a"
+    return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
 def curves_on_grid(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarray]:
-    """Best/mean particle return of each run at the env-step ``grid``: ``[runs, len(grid)]``.
+    """Best/mean particle return and all-episode mean return of each run at the env-step
+    ``grid``: ``[runs, len(grid)]``. Each particle's return is pooled over the run's window
+    (:func:`evo_svpg.plot.load_curves`), so a point does not depend on which episodes happened
+    to end in its iteration.
 
     Runs of different modes spend different env steps per iteration; each curve is held at
     its last value until the next iteration (a step function), NaN before its first value.
@@ -192,27 +303,56 @@ def scalar_on_grid(run_dirs: list[Path], name: str, grid: np.ndarray) -> np.ndar
     return np.array(rows)
 
 
-FINAL_SHARE = 0.1  # "final" = the average over the last 10 % of the budget
+def final_returns(path: Path, budget: int | None = None) -> dict:
+    """Training returns of the final window of the run in ``path``: each particle's episodes
+    that ended in the iterations of the last 10 % of ``budget`` env steps (default: of the
+    env steps the run spent), and at least in the run's last pooling window, pooled
+    (:mod:`evo_svpg.metrics`).
 
-
-def final_returns(path: Path, budget: int) -> dict[str, float]:
-    """Best/mean particle return (and the all-episode mean return, ``episode_mean``) averaged
-    over the iterations in the last 10 % of the budget.
-
-    One iteration's value alone depends on which episodes happened to end in it (on
-    MountainCarContinuous, 999-step episodes end every other iteration); iterations where none
-    ended hold the previous value.
+    ``best``/``mean``: best and mean over particles of their pooled returns (the best is the
+    paper's metric, a maximum over n noisy means); ``episode_mean``: the mean return of all the
+    window's episodes. Pooling over whole episodes, not averaging per-iteration values, keeps
+    iterations in which only the short episodes ended (MountainCarContinuous: a failing 999-step
+    episode ends every other iteration) from biasing the result.
     """
-    curves = load_curves(path)
-    late = curves["env_steps"] > (1 - FINAL_SHARE) * budget
-    late[-1] = True
-    final = {}
-    for key in ("best", "mean", "episode_mean"):
-        values = forward_fill(curves[key])[late]
-        final[key] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
-    final["iterations"] = int(curves["iteration"][-1])
-    final["env_steps"] = int(curves["env_steps"][-1])
-    return final
+    totals = EpisodeTotals.from_csv(path / "metrics.csv")
+    final = totals.final(run_window(path), FINAL_SHARE, end=budget)
+    return {
+        "best": final["best"],
+        "mean": final["mean"],
+        "episode_mean": final["episode_mean"],
+        "particle_returns": final["particle_returns"],
+        "window_iterations": [final["first_iteration"], final["last_iteration"]],
+        "episodes": final["episodes"],
+        "iterations": int(totals.iteration[-1]),
+        "env_steps": int(totals.env_steps[-1]),
+    }
+
+
+# summary.json's fresh evaluation after training (evo_svpg.report); NaN where a run has none.
+FRESH = (
+    "fresh_mean_particle_return", "fresh_selected_particle_return", "fresh_best_particle_return",
+    "fresh_episodes_per_policy",
+)  # fmt: skip
+
+
+def fresh_returns(path: Path) -> dict[str, float]:
+    """The fresh evaluation in the run's ``summary.json``: :data:`FRESH` and any other
+    ``fresh_<policy>_return`` (ERL's champion); NaN for what is missing or null."""
+    summary_path = path / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    keys = [*FRESH, *(k for k in summary if k.startswith("fresh_") and k.endswith("_return"))]
+    return {key: _number(summary.get(key)) for key in dict.fromkeys(keys)}
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, int | float) else float("nan")
+
+
+def fresh_episodes(values: Sequence[float]) -> str:
+    """The runs' fresh episodes per policy, for a table caption: ``10``, ``5/10``, or ``n/a``."""
+    known = sorted({int(v) for v in values if math.isfinite(v)})
+    return "/".join(str(k) for k in known) or "n/a"
 
 
 def forward_fill(values: np.ndarray) -> np.ndarray:

@@ -1,20 +1,21 @@
 """Sparse-reward MountainCar: does SVPG's kernel repulsion explore like a novelty archive?
 
-Runs independent workers, pure SVPG (α = 10), SVPG on novelty, on novelty + return, selection
-with novelty fitness, cem-per-particle and erl on ``evo_svpg/MountainCarSparse-v0`` (reward 1 at
-the goal, 0 otherwise; ``--continuous``: ``evo_svpg/MountainCarContinuousSparse-v0``), several
-seeds each, every run stopped at ``--budget`` env steps, with the QD records on (README "Novelty
-and quality diversity"). Writes ``table.md``, ``summary.json``, ``curves.png`` (coverage,
-successes and the training success rate against env steps) and ``visitation.png`` ((x, v)
-visitation of the training steps per mode, all seeds). Re-running resumes unfinished runs.
+Runs independent workers, pure SVPG (α = 10, ``--alpha``), SVPG on novelty, on novelty + return,
+selection with novelty fitness, cem-per-particle and erl on ``evo_svpg/MountainCarSparse-v0``
+(reward 1 at the goal, 0 otherwise; ``--continuous``: ``evo_svpg/MountainCarContinuousSparse-v0``),
+several seeds each, every run stopped at ``--budget`` env steps, with the QD records on (README
+"Novelty and quality diversity"). Writes ``table.md``, ``summary.json`` (every column per seed),
+``curves.png`` (coverage, successes and the training success rate against env steps) and
+``visitation.png`` ((x, v) visitation of the training steps per mode, all seeds). Re-running
+resumes unfinished runs; one runner at a time per ``--out``.
 
     python runners/qd_mountaincar.py --seeds 5 --budget 2000000 --out results/qd/discrete \\
-        [--continuous] [--jobs 2] [--modes pure novelty] [-- extra run flags]
+        [--continuous] [--alpha 1] [--jobs 2] [--modes pure novelty] [-- extra run flags]
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 import os
 import time
 import warnings
@@ -22,14 +23,20 @@ from pathlib import Path
 
 import numpy as np
 from _common import (
+    RESERVED,
+    RunnerParser,
     bootstrap_median_ci,
-    check_settings,
     curves_on_grid,
     final_returns,
+    fmt_ci,
+    fresh_episodes,
+    fresh_returns,
     run_all,
     run_dir,
+    runner_out,
     scalar_on_grid,
     scalar_series,
+    validate,
     write_outputs,
 )
 
@@ -46,7 +53,20 @@ TASKS = {
     False: ("evo_svpg/MountainCarSparse-v0", ["--steps-per-particle", "2000"]),
     True: ("evo_svpg/MountainCarContinuousSparse-v0", ["--steps-per-particle", "5000"]),
 }
-COMMON = ["--envs-per-particle", "10", "--alpha", "10", "--qd-every", "1"]
+COMMON = ["--envs-per-particle", "10", "--qd-every", "1"]
+ALPHA = "10"  # the runner's default --alpha
+# Flags the runner sets in every run: refused after --.
+OWN_FLAGS = {
+    **RESERVED,
+    "--env": "the runner runs the discrete task, --continuous the continuous one",
+    "--alpha": "the runner's --alpha A sets the SVPG temperature (default 10)",
+    **{
+        flag: "the runner sets it for the task (TASKS and COMMON in qd_mountaincar.py); "
+        "use `evo-svpg run` or compare_modes.py for other settings"
+        for flag in [*TASKS[False][1], *TASKS[True][1], *COMMON]
+        if flag.startswith("--")
+    },
+}
 
 
 def _last(path: Path, name: str) -> float:
@@ -56,7 +76,7 @@ def _last(path: Path, name: str) -> float:
 
 def _first_rewarded_training_episode(path: Path) -> float:
     """Env steps at the end of the first iteration in which a training episode reached the goal
-    (sparse reward: a particle's mean return > 0)."""
+    (sparse reward: a particle's pooled return > 0)."""
     curves = load_curves(path)
     reached = np.flatnonzero(np.nan_to_num(curves["best"]) > 0)
     return float(curves["env_steps"][reached[0]]) if reached.size else float("inf")
@@ -64,16 +84,22 @@ def _first_rewarded_training_episode(path: Path) -> float:
 
 def _run_stats(path: Path, budget: int) -> dict[str, float]:
     first = _last(path, "first_success_env_steps")
+    fresh = fresh_returns(path)
     return {
         "first_success_env_steps": first if np.isfinite(first) else float("inf"),
         "final_success_fraction": _last(path, "success_fraction"),
         "final_coverage": _last(path, "qd_coverage"),
         "final_qd_score": _last(path, "qd_score"),
+        # The free deterministic tests' own grid (NaN for runs that did not log it).
+        "final_test_coverage": _last(path, "qd_test_coverage"),
+        "final_test_qd_score": _last(path, "qd_test_score"),
         "first_rewarded_training_env_steps": _first_rewarded_training_episode(path),
         # Sparse reward: the all-episode mean return is the fraction of training episodes that
-        # reached the goal (weighted by episode, so particles without a finished episode in an
-        # iteration do not bias it towards the short, successful ones).
+        # reached the goal, here of all the episodes that ended in the final window.
         "final_training_success": final_returns(path, budget)["episode_mean"],
+        # ... and the fresh mean particle return, the fraction of fresh episodes at the goal.
+        "fresh_success": fresh["fresh_mean_particle_return"],
+        "fresh_episodes_per_policy": fresh["fresh_episodes_per_policy"],
     }
 
 
@@ -83,55 +109,110 @@ def _steps(values: np.ndarray) -> str:
     return "never" if not np.isfinite(median) else f"{median / 1e6:.2f}M"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=5)
+def _share(values: np.ndarray, digits: int = 1) -> str:
+    """Median over seeds of a fraction, as a percentage (``n/a`` if no seed has one)."""
+    values = values[np.isfinite(values)]
+    return f"{np.median(values):.{digits}%}" if values.size else "n/a"
+
+
+def _parser() -> RunnerParser:
+    parser = RunnerParser(prog="qd_mountaincar.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5, help="runs seeds 0..N-1 of every mode")
     parser.add_argument("--budget", type=int, required=True, help="env steps per run")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--continuous", action="store_true", help="the continuous-action task")
+    parser.add_argument("--alpha", default=ALPHA, help="SVPG temperature α (default: 10)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
-    parser.add_argument("--modes", nargs="+", default=list(COMPARED), choices=list(MODES))
+    parser.add_argument("--modes", nargs="*", default=list(COMPARED), choices=list(MODES))
     parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags, after --")
-    args = parser.parse_args()
-    env, task_flags = TASKS[args.continuous]
-    args.env = env
-    check_settings(
-        args.out,
-        {"env": env, "seeds": args.seeds, "budget": args.budget, "flags": args.extra},
-    )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    validate(
+        parser,
+        counts=[
+            ("--seeds", args.seeds, "runs seeds 0..N-1"),
+            ("--jobs", args.jobs, "runs at a time"),
+            ("--budget", args.budget, "env steps per run"),
+        ],
+        modes=args.modes, extra=args.extra, reserved=OWN_FLAGS,
+    )  # fmt: skip
+    try:
+        alpha = float(args.alpha)
+    except ValueError:
+        alpha = math.nan
+    if not (math.isfinite(alpha) and alpha > 0):
+        parser.error(f"--alpha {args.alpha}: must be a finite number > 0")
+    args.env, args.task_flags = TASKS[args.continuous]
+    # A non-default α is recorded as the extra flag it used to be (`-- --alpha 1`), so that an
+    # --out made that way keeps its settings.
+    alpha_flags = [] if args.alpha == ALPHA else ["--alpha", args.alpha]
+    settings = {
+        "env": args.env, "seeds": args.seeds, "budget": args.budget,
+        "flags": [*alpha_flags, *args.extra],
+    }  # fmt: skip
+    with runner_out(parser, args.out, settings):
+        _compare(args)
+
+
+def _compare(args) -> None:
+    env = args.env
     runs = len(args.modes) * args.seeds
     print(f"{runs} runs of {args.budget:,} env steps on {env}, {args.jobs} at a time")
     start = time.perf_counter()
     walls = run_all(
         args.out, args.modes, args.seeds, args.budget, args.jobs,
-        lambda mode, seed: ["--env", env, *task_flags, *COMMON, *args.extra],
+        lambda mode, seed: [
+            "--env", env, *args.task_flags, *COMMON, "--alpha", args.alpha, *args.extra
+        ],
     )  # fmt: skip
     total = time.perf_counter() - start
 
+    stats = {
+        mode: [_run_stats(run_dir(args.out, mode, s), args.budget) for s in range(args.seeds)]
+        for mode in args.modes
+    }
+    columns = {
+        mode: {key: np.array([st[key] for st in seeds]) for key in seeds[0]}
+        for mode, seeds in stats.items()
+    }
+    test_grid = any(np.isfinite(col["final_test_coverage"]).any() for col in columns.values())
+    episodes = fresh_episodes([e for c in columns.values() for e in c["fresh_episodes_per_policy"]])
     lines = [
-        f"{env}, {_seeds(args.seeds)}, budget {args.budget:,} env steps per run (extra flags: "
-        f"{' '.join(args.extra) or 'none'}). Success: a particle's deterministic policy reaches "
-        "the goal in a test episode after an iteration. Coverage and QD-score of the grid "
-        "archive at the end: median over seeds [95 % bootstrap interval of the median].",
+        f"{env}, {_seeds(args.seeds)}, α = {args.alpha}, budget {args.budget:,} env steps per run "
+        f"(extra flags: {' '.join(args.extra) or 'none'}). Success: a particle's deterministic "
+        "policy reaches the goal in a test episode after an iteration (free tests, not charged "
+        "to the budget). Coverage and QD-score: the grid archive, at the end of the run, of "
+        "the episodes charged to the budget (training episodes and candidate evaluations), "
+        "median over seeds [95 % bootstrap interval of the median]"
+        + ("; test-grid coverage: the grid of the deterministic test episodes" if test_grid else "")
+        + ". Training episodes at the goal: the fraction of all training episodes that ended in "
+        "the last 10 % of the budget (at least one pooling window). Fresh episodes at the goal: "
+        f"after training, {episodes} new episodes of every particle's stochastic policy (not "
+        "charged to the budget); the fraction that reached the goal, i.e. the fresh mean "
+        "particle return.",
         "",
         "| mode | seeds with a success | env steps to first success (median) "
         "| particles succeeding at the end (median) | coverage | QD-score "
-        "| first training episode at the goal (median) | training episodes at the goal in the "
-        "last 10 % of the budget (median) |",
-        "|---|---|---|---|---|---|---|---|",
+        + ("| test-grid coverage " if test_grid else "")
+        + "| first training episode at the goal (median) | training episodes at the goal in the "
+        "last 10 % of the budget (median) | fresh episodes at the goal (median) |",
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if test_grid else ""),
     ]
     summary = {}
     for mode in args.modes:
-        stats = [_run_stats(run_dir(args.out, mode, s), args.budget) for s in range(args.seeds)]
-        col = {key: np.array([st[key] for st in stats]) for key in stats[0]}
+        col = columns[mode]
         successes = int(np.isfinite(col["first_success_env_steps"]).sum())
         lines.append(
             f"| `{mode}` | {successes}/{args.seeds} | {_steps(col['first_success_env_steps'])} | "
-            f"{np.median(col['final_success_fraction']):.0%} | "
+            f"{_share(col['final_success_fraction'], 0)} | "
             f"{_ci(col['final_coverage'], 3)} | {_ci(col['final_qd_score'], 0)} | "
-            f"{_steps(col['first_rewarded_training_env_steps'])} | "
-            f"{np.median(col['final_training_success']):.1%} |"
+            + (f"{_ci(col['final_test_coverage'], 3)} | " if test_grid else "")
+            + f"{_steps(col['first_rewarded_training_env_steps'])} | "
+            f"{_share(col['final_training_success'])} | {_share(col['fresh_success'])} |"
         )
         summary[mode] = {key: values.tolist() for key, values in col.items()}
         summary[mode]["wall_seconds"] = [walls[(mode, s)] for s in range(args.seeds)]
@@ -146,8 +227,7 @@ def _seeds(n: int) -> str:
 
 
 def _ci(values: np.ndarray, digits: int) -> str:
-    median, low, high = bootstrap_median_ci(values)
-    return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+    return fmt_ci(bootstrap_median_ci(values), digits)
 
 
 def _plot(args, target: Path) -> None:
