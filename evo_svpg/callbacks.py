@@ -23,7 +23,6 @@ from evo_svpg.engine import IterationRecord, Run, run_state_dict
 from evo_svpg.operators.measure import MeasureQD
 from evo_svpg.report import final_training_returns, fresh_evaluation, strict_json
 from evo_svpg.rundir import atomic_write_bytes
-from evo_svpg.sampler import NonFiniteError
 
 METRIC_COLUMNS = (
     "iteration", "particle", "return_mean", "return_min", "return_max", "episodes",
@@ -164,7 +163,8 @@ class Checkpointer(Callback):
     """``checkpoint.pt`` every ``every`` iterations and at the end, written atomically.
 
     A copy of the last completed iteration is kept in memory, so Ctrl-C saves it too: nothing
-    is lost. A non-finite gradient does *not* overwrite the last good checkpoint.
+    is lost. Whatever stops the run (a non-finite gradient included), what is saved is that
+    copy: never the state of the half-done iteration.
     """
 
     def __init__(self, out: Path, every: int) -> None:
@@ -189,8 +189,7 @@ class Checkpointer(Callback):
         self._save()
 
     def on_interrupt(self, run: Run, exc: BaseException) -> None:
-        if not isinstance(exc, NonFiniteError):
-            self._save()
+        self._save()
 
 
 class QDArrays(Callback):
@@ -212,8 +211,7 @@ class QDArrays(Callback):
         self._save()
 
     def on_interrupt(self, run: Run, exc: BaseException) -> None:
-        if not isinstance(exc, NonFiniteError):
-            self._save()
+        self._save()
 
     def _save(self) -> None:
         if self.arrays is not None:

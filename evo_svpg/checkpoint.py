@@ -57,6 +57,17 @@ def from_storable(value: Any) -> Any:
     return value
 
 
+def _reason(exc: BaseException) -> str:
+    """The line of torch's message that says what it refused (e.g. "unsupported GLOBAL
+    posix.system"), without its advice to load the file unsafely."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    for paragraph in str(exc).split("\n\n"):
+        line = paragraph.strip()
+        if line and not line.startswith(boilerplate):
+            return line.splitlines()[0].rstrip(".")[:160]
+    return type(exc).__name__
+
+
 def save_checkpoint(path: Path, payload: dict) -> None:
     """Write ``payload`` atomically (temporary file, fsync, rename): never a torn file."""
     data = {"format_version": FORMAT_VERSION, **to_storable(payload)}
@@ -73,10 +84,9 @@ def load_checkpoint(path: Path) -> dict:
         raise ValueError(f"checkpoint {path} does not exist") from None
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
             ValueError, KeyError, AttributeError, TypeError, IndexError) as exc:  # fmt: skip
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(
             f"checkpoint {path} cannot be loaded: it is damaged or not an evo_svpg checkpoint "
-            f"(nothing in it was executed; {reason[:200]})"
+            f"(nothing in it was executed; {_reason(exc)})"
         ) from None
     version = data.get("format_version") if isinstance(data, dict) else None
     if version != FORMAT_VERSION:

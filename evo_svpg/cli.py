@@ -30,7 +30,15 @@ from evo_svpg.callbacks import (
 )
 from evo_svpg.checkpoint import load_checkpoint
 from evo_svpg.config import RunConfig, field_docs, load_toml
-from evo_svpg.engine import RESUME_OVERRIDABLE, build_run, load_run_state, train
+from evo_svpg.engine import (
+    RESUME_OVERRIDABLE,
+    Terminated,
+    build_run,
+    check_device,
+    load_run_state,
+    train,
+)
+from evo_svpg.envs import make_batched_env
 from evo_svpg.estimators import ESTIMATORS
 from evo_svpg.modes import MODES, describe_operators, operator_names
 from evo_svpg.policy import ACTIVATIONS, OBS_SCALINGS
@@ -40,6 +48,7 @@ from evo_svpg.rundir import (
     check_fresh_out,
     default_out,
     make_directory,
+    remove_run_outputs,
 )
 from evo_svpg.sampler import NonFiniteError
 
@@ -66,8 +75,17 @@ def _bandwidth(text: str) -> str | float:
         return text
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evo-svpg", description=__doc__)
+class _RaisingParser(argparse.ArgumentParser):
+    """An argument parser whose errors are ValueErrors (for :func:`check_run_flags`)."""
+
+    def error(self, message: str):
+        raise ValueError(message)
+
+
+def _parser(
+    cls: type[argparse.ArgumentParser] = argparse.ArgumentParser,
+) -> argparse.ArgumentParser:
+    parser = cls(prog="evo-svpg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train a population (defaults: the seed's CartPole setting)")
     docs = field_docs()
@@ -120,6 +138,19 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
     return cfg, args.out, False
 
 
+def check_run_flags(flags: list[str]) -> RunConfig:
+    """The config ``evo-svpg run FLAGS`` would train, checked as far as can be without training:
+    the flags, the config's values, the device and the environment (its package installed).
+    Runners call it for every run before they write anything; ValueError otherwise."""
+    args = _parser(_RaisingParser).parse_args(["run", *flags])
+    if args.resume is not None or args.out is not None:
+        raise ValueError("--out and --resume are set by the runner")
+    cfg, _, _ = _resolve(args)
+    check_device(cfg.device)
+    make_batched_env(cfg.env, 1, max_episode_steps=cfg.max_episode_steps or None).close()
+    return cfg
+
+
 def _saved_config(out: Path) -> dict:
     """The ``config`` of ``out/config.json``; ValueError if ``out`` is not a run directory."""
     path = out / "config.json"
@@ -162,10 +193,15 @@ def _continue(run, out: Path) -> None:
     if (out / CHECKPOINT).exists():
         load_run_state(run, load_checkpoint(out / CHECKPOINT), source=str(out / CHECKPOINT))
         cfg, state = run.config, run.state
-        if cfg.iterations < state.iteration and not cfg.budget:
+        if cfg.iterations < state.iteration:
             raise ValueError(
                 f"iterations={cfg.iterations} is below the {state.iteration} iterations {out} has "
                 "done; --resume can only continue or extend a run"
+            )
+        if 0 < cfg.budget < state.env_steps:
+            raise ValueError(
+                f"budget={cfg.budget} is below the {state.env_steps} env steps {out} has spent; "
+                "--resume can only continue or extend a run"
             )
         print(f"resuming {out} after iteration {state.iteration}")
         return
@@ -185,14 +221,6 @@ def _iterations_in(path: Path) -> int:
         return len({row[0] for row in list(csv.reader(fh))[1:] if row})
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, handled like Ctrl-C: the last completed iteration is saved."""
-
-
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, out, resuming = _resolve(args)
     run = build_run(cfg)
@@ -204,10 +232,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         if not resuming:
             check_fresh_out(out)  # a run that got in between the first check and the lock
-        signal.signal(signal.SIGTERM, _on_sigterm)
         return _train(run, cfg, out, resuming)
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         lock.release()
 
 
@@ -223,20 +249,21 @@ def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:
     callbacks += [Summary(out), TensorBoardScalars(out), Progress()]
     try:
         train(run, callbacks)
-    except KeyboardInterrupt as exc:
+    except (KeyboardInterrupt, NonFiniteError) as exc:
         done = checkpointer.saved_iteration  # the iteration the checkpoint on disk holds
+        again = f"evo-svpg run --resume {out}"
+        if done == 0 and not resuming:  # nothing of this new run is worth keeping
+            remove_run_outputs(out)
+            again = "the same command starts it again"
+        if isinstance(exc, NonFiniteError):
+            print(f"evo-svpg: stopped: {exc}", file=sys.stderr)
+            return 1
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         if done == 0:
-            print(
-                f"\n{what} before the first iteration ended; nothing to save: "
-                f"evo-svpg run --resume {out} starts it again"
-            )
+            print(f"\n{what} before the first iteration ended; nothing to save: {again}")
         else:
-            print(f"\n{what}; saved after iteration {done}; continue: evo-svpg run --resume {out}")
+            print(f"\n{what}; saved after iteration {done}; continue: {again}")
         return 143 if isinstance(exc, Terminated) else 130
-    except NonFiniteError as exc:
-        print(f"evo-svpg: stopped: {exc}", file=sys.stderr)
-        return 1
     summary = json.loads((out / "summary.json").read_text())
     print(
         f"done: {run.state.iteration} iterations, {run.state.env_steps:,} env steps; "
@@ -287,18 +314,26 @@ def cmd_modes(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``evo-svpg`` command (``argv``: its arguments; None: the process's, as a script)."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     args = _parser().parse_args(argv)
     command = {"run": cmd_run, "plot": cmd_plot, "modes": cmd_modes}[args.command]
     try:
-        return command(args)
+        code = command(args)
     except ValueError as exc:
         print(f"evo-svpg: error: {exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("evo-svpg: error: out of memory: lower particles, envs_per_particle or "
+              "steps_per_particle", file=sys.stderr)  # fmt: skip
         return 2
     except OSError as exc:  # a file the run reads or writes (disk full, permissions, ...)
         where = f" {exc.filename}" if exc.filename else ""
         print(f"evo-svpg: error: cannot access{where}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    if argv is None and code in (130, 143):  # stopped by a signal, now exiting: more Ctrl-C
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # would only add tracebacks at exit
+    return code
 
 
 if __name__ == "__main__":

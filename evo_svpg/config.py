@@ -122,8 +122,13 @@ class RunConfig:
                 raise ValueError(f"{name}={value!r} must be a number in [0, 1]")
         for name in ("hidden_sizes", "critic_hidden_sizes"):
             sizes = getattr(self, name)
-            if not sizes or not all(isinstance(h, int) and h > 0 for h in sizes):
-                raise ValueError(f"{name}={sizes!r} must be a non-empty list of positive ints")
+            if (
+                not isinstance(sizes, tuple | list)
+                or not sizes
+                or not all(type(h) is int and h > 0 for h in sizes)
+            ):
+                shown = list(sizes) if isinstance(sizes, tuple) else sizes
+                raise ValueError(f"{name}={shown!r} must be a non-empty list of positive ints")
         if isinstance(self.bandwidth, str):
             _choice("bandwidth", self.bandwidth, BANDWIDTH_CONVENTIONS, "or a positive number")
         elif not _is_number(self.bandwidth) or not 0 < self.bandwidth < math.inf:

@@ -7,10 +7,10 @@ only advances the state and hands each iteration's :class:`IterationRecord` to t
 from __future__ import annotations
 
 import copy
+import os
 import signal
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -107,7 +107,8 @@ def _obs_scaling(obs_space, cfg: RunConfig) -> dict:
     }
 
 
-def _check_device(name: str) -> None:
+def check_device(name: str) -> None:
+    """ValueError unless ``name`` is a usable torch device here (``cpu``, or ``cuda[:N]``)."""
     try:
         device = torch.device(name)
     except RuntimeError as exc:
@@ -116,6 +117,20 @@ def _check_device(name: str) -> None:
         raise ValueError(f"device={name!r} is not supported; choose 'cpu' or 'cuda[:N]'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r} but torch sees no CUDA device here; use 'cpu'")
+
+
+def _check_memory(cfg: RunConfig, layout: Layout) -> None:
+    """Refuse a run whose rollout buffers alone exceed this machine's memory: every transition
+    keeps each hidden layer's float32 output and its return and length (at least)."""
+    per_step = 4 * sum(cfg.hidden_sizes) + 16
+    need = layout.policies * layout.steps_per_policy * per_step
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ValueError(
+            f"particles={cfg.particles} × steps_per_particle={cfg.steps_per_particle} needs at "
+            f"least {need / 2**30:,.1f} GiB of rollout buffers; this machine has "
+            f"{have / 2**30:,.1f} GiB: lower them"
+        )
 
 
 def set_threads(threads: int = 1) -> None:
@@ -131,10 +146,11 @@ def set_threads(threads: int = 1) -> None:
 
 def build_run(cfg: RunConfig) -> Run:
     """Envs, policies, estimator and operators of ``cfg``, at iteration 0."""
-    _check_device(cfg.device)
+    check_device(cfg.device)
     set_threads(1)
     mode = MODES[cfg.mode]
     layout = mode.layout(cfg)
+    _check_memory(cfg, layout)
     time_limit = cfg.max_episode_steps or None
     env = make_batched_env(
         cfg.env, layout.policies * layout.envs_per_policy, seed=None, max_episode_steps=time_limit
@@ -287,14 +303,52 @@ def _apply(run: Run, state: PopulationState) -> PopulationState:
     return state
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training, handled like Ctrl-C: the last completed iteration is saved."""
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM handlers for the length of :func:`train`, in the main thread.
+
+    The first signal raises (``KeyboardInterrupt`` or :class:`Terminated`) wherever training is;
+    any later one only takes note until the callbacks' saves are done, so a second Ctrl-C
+    cannot cut a save short. Python runs handlers in the main thread whichever thread the OS
+    picked, so this also holds while particle-shard threads compute.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.stopping = False
+        self.pending: list[int] = []
+        self.active = threading.current_thread() is threading.main_thread()
+        self.previous = {}
+        if self.active:
+            self.previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+            for s in self.SIGNALS:
+                signal.signal(s, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.stopping:
+            self.pending.append(signum)
+            return
+        self.stopping = True
+        raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def restore(self) -> None:
+        for s, handler in self.previous.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+
+
 def train(run: Run, callbacks: list | tuple = ()) -> Run:
     """Run iterations until :func:`finished`; callbacks see every completed iteration.
 
-    On any exception (Ctrl-C, a non-finite gradient) callbacks get ``on_interrupt`` with SIGINT
-    and SIGTERM held back, so a second Ctrl-C cannot cut a save short, then the exception
-    propagates; the state of a half-done iteration is never reported as completed. Every
-    callback's ``on_close`` runs last, whatever happened.
+    On any exception (Ctrl-C, SIGTERM, a non-finite gradient) callbacks get ``on_interrupt``
+    while further signals wait (:class:`_StopSignals`), then the exception propagates; the
+    state of a half-done iteration is never reported as completed. Every callback's
+    ``on_close`` runs last, whatever happened.
     """
+    signals = _StopSignals()
     try:
         for cb in callbacks:
             cb.on_start(run)
@@ -314,37 +368,16 @@ def train(run: Run, callbacks: list | tuple = ()) -> Run:
                 for cb in callbacks:
                     cb.on_iteration(run, record)
         except BaseException as exc:
-            with signals_held():
-                for cb in callbacks:
-                    cb.on_interrupt(run, exc)
+            signals.stopping = True
+            for cb in callbacks:
+                cb.on_interrupt(run, exc)
+            if signals.pending and not isinstance(exc, KeyboardInterrupt):
+                raise KeyboardInterrupt from exc  # a Ctrl-C arrived while saving
             raise
         for cb in callbacks:
             cb.on_end(run)
     finally:
+        signals.restore()
         for cb in callbacks:
             cb.on_close(run)
     return run
-
-
-@contextmanager
-def signals_held():
-    """SIGINT and SIGTERM that arrive in the block are delivered when it ends.
-
-    Python runs signal handlers in the main thread whichever thread the OS picked, so the
-    handlers are swapped for one that only takes note (a ``pthread_sigmask`` would not do: the
-    particle-shard threads would still receive the signal). Outside the main thread, no-op.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda signum, frame: pending.append(signum))
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
-        if pending:
-            signal.raise_signal(pending[0])  # through the handler that was in place before

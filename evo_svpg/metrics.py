@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 FINAL_SHARE = 0.1  # the final window: the iterations in the last 10 % of the env steps
+_COLUMNS = ("iteration", "particle", "return_mean", "episodes", "env_steps")
 
 
 def pooling_window(max_episode_steps: int | None, steps_per_env: int) -> int:
@@ -46,16 +47,26 @@ class EpisodeTotals:
 
     @classmethod
     def from_csv(cls, path: Path) -> EpisodeTotals:
-        """Read a run's ``metrics.csv``; ValueError naming the file if it has no rows."""
+        """Read a run's ``metrics.csv``; ValueError naming the file if it has no rows or is not
+        one a run wrote."""
         with open(path, newline="") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            missing = [c for c in _COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path} is not a run's metrics.csv (no column {missing[0]!r})")
         if not rows:
             raise ValueError(f"{path} has no iterations yet")
-        iteration = np.array([int(r["iteration"]) for r in rows])
-        particle = np.array([int(r["particle"]) for r in rows])
-        mean = np.array([float(r["return_mean"]) for r in rows])
-        count = np.array([int(r["episodes"]) for r in rows])
-        steps = np.array([int(r["env_steps"]) for r in rows])
+        try:
+            iteration = np.array([int(r["iteration"]) for r in rows])
+            particle = np.array([int(r["particle"]) for r in rows])
+            mean = np.array([float(r["return_mean"]) for r in rows])
+            count = np.array([int(r["episodes"]) for r in rows])
+            steps = np.array([int(r["env_steps"]) for r in rows])
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path} has a malformed row ({exc})") from None
+        if (iteration < 1).any() or (particle < 0).any() or (count < 0).any():
+            raise ValueError(f"{path} has a negative iteration, particle or episode count")
         iterations, row = np.unique(iteration, return_inverse=True)
         sums = np.zeros((iterations.size, particle.max() + 1))
         counts = np.zeros_like(sums, dtype=np.int64)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from evo_svpg.metrics import EpisodeTotals
+from evo_svpg.rundir import make_directory
 
 
 def run_window(run_dir: Path) -> int:
@@ -30,16 +31,27 @@ def load_curves(run_dir: Path, window: int | None = None) -> dict[str, np.ndarra
     return totals.curves(run_window(run_dir) if window is None else window)
 
 
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
 def plot_runs(run_dirs: list[Path], target: Path) -> None:
-    """One PNG; each run gets a solid (best particle) and a dashed (mean particle) curve."""
+    """One figure; each run gets a solid (best particle) and a dashed (mean particle) curve.
+    ValueError (naming the run or the target) before anything is written."""
+    target = Path(target)
+    if target.suffix.lower() not in FIGURE_SUFFIXES:
+        raise ValueError(f"--out {target} must end in one of {', '.join(FIGURE_SUFFIXES)}")
+    if target.is_dir():
+        raise ValueError(f"--out {target} is a directory; give a file name ending in .png")
+    all_curves = [load_curves(run_dir) for run_dir in run_dirs]
+    make_directory(target.parent, "--out's directory")
+
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, run_dir in enumerate(run_dirs):
-        curves = load_curves(run_dir)
+    for i, (run_dir, curves) in enumerate(zip(run_dirs, all_curves, strict=True)):
         color = f"C{i % 10}"
         label = Path(run_dir).name
         ax.plot(curves["env_steps"], curves["best"], color=color, label=f"{label}: best particle")
@@ -49,6 +61,9 @@ def plot_runs(run_dirs: list[Path], target: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    Path(target).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=120)
-    plt.close(fig)
+    try:
+        fig.savefig(target, dpi=120)
+    except OSError as exc:
+        raise ValueError(f"--out {target}: cannot write it ({exc.strerror or exc})") from None
+    finally:
+        plt.close(fig)

@@ -18,6 +18,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -104,6 +105,17 @@ def check_fresh_out(path: Path) -> None:
             f"--out {path} already holds {', '.join(clashes)}, not written by an evo_svpg run "
             "there; a run would replace them: pick another --out"
         )
+
+
+def remove_run_outputs(path: Path) -> None:
+    """Delete what a run that completed no iteration wrote into ``path`` (never other files),
+    so the directory is free for a new run again."""
+    for name in RUN_OUTPUTS:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
 
 
 def _is_run_config(path: Path) -> bool:

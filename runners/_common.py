@@ -22,6 +22,7 @@ from typing import NoReturn
 
 import numpy as np
 
+from evo_svpg.cli import check_run_flags
 from evo_svpg.config import RunConfig
 from evo_svpg.metrics import FINAL_SHARE, EpisodeTotals
 from evo_svpg.plot import load_curves, run_window
@@ -65,13 +66,16 @@ def validate(
     modes: Sequence[str] | None = None,
     extra: Sequence[str] = (),
     reserved: dict[str, str] | None = None,
+    run_flags: Callable[[str], list[str]] | None = None,
 ) -> None:
     """Check a runner's flags before anything is written; the first problem ends the runner
     with one line on stderr naming the flag, its value and what is valid (exit code 2).
 
     ``counts``: ``(flag, value, meaning)`` that must be >= 1; ``modes``: the ``--modes`` list
     (non-empty, each once); ``extra``: the flags after ``--``, which must not set what the runner
-    sets itself (``reserved``: flag -> what to use instead; default :data:`RESERVED`).
+    sets itself (``reserved``: flag -> what to use instead; default :data:`RESERVED`);
+    ``run_flags(mode)``: the flags each mode's runs get, checked as `evo-svpg run` would check
+    them (values, device, environment), so a bad one stops the runner before it writes.
     """
     for flag, value, meaning in counts:
         if value < 1:
@@ -91,6 +95,11 @@ def validate(
     problem = extra_flag_collision(extra, RESERVED if reserved is None else reserved)
     if problem:
         parser.exit(2, f"{parser.prog}: error: {problem}\n")
+    for mode in modes or () if run_flags is not None else ():
+        try:
+            check_run_flags(["--mode", mode, *run_flags(mode)])
+        except ValueError as exc:
+            parser.exit(2, f"{parser.prog}: error: the {mode} runs' flags: {exc}\n")
 
 
 def extra_flag_collision(extra: Sequence[str], reserved: dict[str, str]) -> str | None:
@@ -130,6 +139,10 @@ def runner_out(parser: argparse.ArgumentParser, out: Path, settings: dict) -> It
         lock.release()
 
 
+class RunFailed(RuntimeError):
+    """An `evo-svpg run` process ended with an error (its log says which)."""
+
+
 def launch(run_dir: Path, flags: list[str]) -> float:
     """Run ``evo-svpg run FLAGS --out RUN_DIR`` in its own process; its total wall seconds.
 
@@ -145,7 +158,7 @@ def launch(run_dir: Path, flags: list[str]) -> float:
     with open(log, "a") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"run failed (exit {proc.returncode}): {' '.join(cmd)}; see {log}")
+        raise RunFailed(f"exit {proc.returncode}, see {log}")
     # Wall time accumulates over the sessions of a run (first launch, resumes).
     wall_file = run_dir.with_name(run_dir.name + ".wall")
     before = float(wall_file.read_text()) if wall_file.exists() else 0.0
@@ -213,24 +226,37 @@ def run_all(
         "--budget", str(budget), "--iterations", str(NO_ITERATION_LIMIT)
     ]  # fmt: skip
 
+    failed: list[str] = []
+
     def one(job: tuple[str, int]) -> float:
         mode, seed = job
         path = run_dir(out, mode, seed)
         if finished(path, budget):  # a re-run of the runner only redoes the tables
             return float(path.with_name(path.name + ".wall").read_text())
-        wall = launch(
-            path,
-            [
-                "--mode", mode, "--seed", str(seed), *limit, "--threads", str(threads),
-                *flags(mode, seed),
-            ],
-        )  # fmt: skip
+        try:
+            wall = launch(
+                path,
+                [
+                    "--mode", mode, "--seed", str(seed), *limit, "--threads", str(threads),
+                    *flags(mode, seed),
+                ],
+            )  # fmt: skip
+        except RunFailed as exc:
+            failed.append(f"{mode} seed {seed} ({exc})")
+            print(f"  {mode} seed {seed}: FAILED ({exc})", flush=True)
+            return float("nan")
         print(f"  {mode} seed {seed}: {wall:.0f} s", flush=True)
         return wall
 
     grid = [(m, s) for m in modes for s in range(seeds)]
     with ThreadPoolExecutor(jobs) as pool:
-        return dict(zip(grid, pool.map(one, grid), strict=True))
+        walls = dict(zip(grid, pool.map(one, grid), strict=True))
+    if failed:
+        raise SystemExit(
+            f"error: {len(failed)} run(s) failed: {'; '.join(failed)}. The others are kept; "
+            "run the same command again to resume and tabulate"
+        )
+    return walls
 
 
 def write_outputs(out: Path, table: str, summary: dict, plot) -> None:

@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> None:
             ("--seeds", args.seeds, "runs seeds 0..N-1"), ("--jobs", args.jobs, "runs at a time")
         ],
         modes=args.modes, extra=args.extra, reserved=OWN_FLAGS,
+        run_flags=lambda mode: list(args.extra),
     )  # fmt: skip
     settings = {"runner": "cartpole_baselines", "seeds": args.seeds, "flags": args.extra}
     with runner_out(parser, args.out, settings):

@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> None:
             ("--budget", args.budget, "env steps per run"),
         ],
         modes=args.modes, extra=args.extra, reserved=OWN_FLAGS,
+        run_flags=lambda mode: ["--env", args.env, *args.extra],
     )  # fmt: skip
     settings = {"env": args.env, "seeds": args.seeds, "budget": args.budget, "flags": args.extra}
     with runner_out(parser, args.out, settings):

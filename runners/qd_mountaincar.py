@@ -15,7 +15,6 @@ resumes unfinished runs; one runner at a time per ``--out``.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 import warnings
@@ -128,9 +127,15 @@ def _parser() -> RunnerParser:
     return parser
 
 
+def _run_flags(args) -> list[str]:
+    """What every run of this comparison gets besides its mode, seed and budget."""
+    return ["--env", args.env, *args.task_flags, *COMMON, "--alpha", args.alpha, *args.extra]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
+    args.env, args.task_flags = TASKS[args.continuous]
     validate(
         parser,
         counts=[
@@ -139,14 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             ("--budget", args.budget, "env steps per run"),
         ],
         modes=args.modes, extra=args.extra, reserved=OWN_FLAGS,
+        run_flags=lambda mode: _run_flags(args),
     )  # fmt: skip
-    try:
-        alpha = float(args.alpha)
-    except ValueError:
-        alpha = math.nan
-    if not (math.isfinite(alpha) and alpha > 0):
-        parser.error(f"--alpha {args.alpha}: must be a finite number > 0")
-    args.env, args.task_flags = TASKS[args.continuous]
     # A non-default α is recorded as the extra flag it used to be (`-- --alpha 1`), so that an
     # --out made that way keeps its settings.
     alpha_flags = [] if args.alpha == ALPHA else ["--alpha", args.alpha]
@@ -165,9 +164,7 @@ def _compare(args) -> None:
     start = time.perf_counter()
     walls = run_all(
         args.out, args.modes, args.seeds, args.budget, args.jobs,
-        lambda mode, seed: [
-            "--env", env, *args.task_flags, *COMMON, "--alpha", args.alpha, *args.extra
-        ],
+        lambda mode, seed: _run_flags(args),
     )  # fmt: skip
     total = time.perf_counter() - start
 

@@ -222,6 +222,34 @@ def test_resume_refuses_fewer_iterations_than_done_and_keeps_the_config(tmp_path
     assert (out / "config.json").read_text() == before
 
 
+def test_resume_refuses_a_budget_below_the_steps_spent(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _run(*TINY, "--out", str(out)) == 0
+    before = (out / "config.json").read_text()
+    capsys.readouterr()
+    assert _run("--resume", str(out), "--budget", "10") == 2
+    assert re.search(r"budget=10 is below the 240 env steps", _error(capsys))
+    assert (out / "config.json").read_text() == before
+
+
+def test_a_new_run_that_completes_no_iteration_leaves_its_out_free(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "r"
+    assert _run(*TINY, "--alpha", "1e-320", "--out", str(out)) == 1  # ∇J/α overflows at once
+    assert "non-finite update direction at iteration 1" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing that blocks --out
+    import evo_svpg.cli as cli
+
+    class CtrlCInFirstIteration(Callback):
+        def on_start(self, run):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "Progress", CtrlCInFirstIteration)
+    assert _run(*TINY, "--out", str(out)) == 130
+    assert "nothing to save: the same command starts it again" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert _run(*TINY, "--out", str(out)) == 0
+
+
 def test_a_second_ctrl_c_while_saving_cannot_cut_the_save_short(tmp_path):
     cfg = RunConfig(particles=2, steps_per_particle=40, envs_per_particle=2, hidden_sizes=(8,),
                     iterations=5, checkpoint_every=10)  # fmt: skip
@@ -287,6 +315,10 @@ def test_metrics_of_a_run_starting_at_zero_are_never_overwritten(tmp_path):
         ('hidden_sizes = "a"', r"hidden_sizes='a' must be a non-empty list"),
         ('device = "meta"', r"device='meta' is not supported; choose 'cpu' or 'cuda"),
         ("final_eval_episodes = -2", r"final_eval_episodes=-2 must be an integer >= 0"),
+        ("hidden_sizes = [true]", r"hidden_sizes=\[True\] must be a non-empty list"),
+        ("hidden_sizes = 8", r"hidden_sizes=8 must be a non-empty list"),
+        ("particles = 100000000", r"particles=100000000 × steps_per_particle=10000 needs at least"),
+        ("particles = 9223372036854775807", r"particles=9223372036854775807 × .* needs at least"),
     ],
 )
 def test_bad_config_values_get_one_line_and_leave_nothing(tmp_path, capsys, toml, message):
@@ -327,6 +359,26 @@ def test_bad_out_and_resume_directories_get_one_line(tmp_path, capsys):
     (tmp_path / "bad" / "config.json").write_text("{not json")
     assert _run("--resume", str(tmp_path / "bad")) == 2
     assert "config.json is unreadable" in _error(capsys)
+
+
+def test_plot_refuses_foreign_files_and_unwritable_targets(tmp_path, capsys):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "metrics.csv").write_text("a,b\n1,2\n")
+    assert main(["plot", str(foreign)]) == 2
+    assert "is not a run's metrics.csv (no column 'iteration')" in _error(capsys)
+    run = tmp_path / "r"
+    assert _run(*TINY, "--out", str(run)) == 0
+    capsys.readouterr()
+    assert main(["plot", str(run), "--out", str(tmp_path / "curves")]) == 2
+    assert "must end in one of .png, .pdf, .svg" in _error(capsys)
+    assert not (tmp_path / "curves.png").exists()
+    (tmp_path / "afile").write_text("x")
+    assert main(["plot", str(run), "--out", str(tmp_path / "afile" / "x.png")]) == 2
+    assert "afile is a file, not a directory" in _error(capsys)
+    assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
+    assert f"wrote {tmp_path / 'c.png'}" in capsys.readouterr().out
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_plot_of_an_empty_or_missing_run_is_an_error_not_a_figure(tmp_path, capsys):

@@ -136,6 +136,15 @@ def test_same_seed_same_metrics_whatever_the_threads_and_another_seed_differs(tm
     a, b, c, d = ((tmp_path / x / "metrics.csv").read_text() for x in "abcd")
     assert a == b == c
     assert a != d
+    scalars = {(tmp_path / x / "scalars.csv").read_text() for x in "abc"}
+    assert len(scalars) == 1
+
+    def numbers(run: str) -> dict:
+        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        return {k: v for k, v in summary.items() if "seconds" not in k}
+
+    assert numbers("a") == numbers("b") == numbers("c")
+    assert numbers("a")["fresh_mean_particle_return"] is not None
 
 
 def test_metrics_have_the_documented_columns(tmp_path):

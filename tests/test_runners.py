@@ -162,7 +162,7 @@ CASES = [  # runner, flags (besides --out), what stderr says
     (qd_mountaincar, [*COMPARE, "--", "--envs-per-particle=4"], "own --envs-per-particle"),
     (qd_mountaincar, [*COMPARE, "--", "--alpha", "1"], "own --alpha: the runner's --alpha A"),
     (qd_mountaincar, [*COMPARE, "--", "--qd-every", "2"], "own --qd-every"),
-    (qd_mountaincar, [*COMPARE, "--alpha", "0"], "--alpha 0: must be a finite number > 0"),
+    (qd_mountaincar, [*COMPARE, "--alpha", "0"], "alpha=0.0 must be a finite number > 0"),
     (cartpole_baselines, ["--seeds", "0"], "--seeds 0: must be >= 1"),
     (cartpole_baselines, ["--jobs", "-2"], "--jobs -2: must be >= 1"),
     (cartpole_baselines, ["--modes"], "--modes (none given)"),
@@ -170,6 +170,16 @@ CASES = [  # runner, flags (besides --out), what stderr says
     (cartpole_baselines, ["--", "--iterations", "5"], "own --iterations: runs last the seed's 50"),
     (cartpole_baselines, ["--", "--budget", "5"], "own --budget: runs last the seed's 50"),
     (cartpole_baselines, ["--", "--env", "Acrobot-v1"], "own --env: this runner is CartPole-v1's"),
+    # Flags the runs would refuse are refused by the runner first (no runner.json, no runs).
+    (compare_modes, [*COMPARE, "--", "--device", "meta"], "the pure runs' flags: device='meta'"),
+    (compare_modes, [*COMPARE, "--", "--bogus-flag", "1"], "unrecognized arguments: --bogus-flag"),
+    (compare_modes, ["--budget", "9", "--env", "Nope-v0"], "unknown environment id 'Nope-v0'"),
+    (cartpole_baselines, ["--", "--particles", "0"], "particles=0 must be a positive integer"),
+    (
+        qd_mountaincar,
+        [*COMPARE, "--modes", "novelty", "--", "--estimator", "a2c"],
+        "the novelty runs' flags: estimator='a2c' is not supported by mode='novelty'",
+    ),
 ]
 
 
