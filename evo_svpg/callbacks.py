@@ -1,10 +1,11 @@
 """Observers of the training loop: CSV metrics, TensorBoard, checkpoints, progress.
 
 None of them changes the course of a run. Each sees ``on_start``, ``on_iteration`` (with the
-iteration's :class:`~evo_svpg.engine.IterationRecord`), then ``on_end`` or, if the loop stopped on
-an exception (Ctrl-C), ``on_interrupt``, which must only save what is needed to resume (the
-engine holds SIGINT and SIGTERM meanwhile), and finally ``on_close`` to release resources
-(TensorBoard's writer, files), which may be slow and stays interruptible.
+iteration's :class:`~evo_svpg.engine.IterationRecord`), then ``on_end`` or, if the loop (or an
+``on_end``) stopped on an exception (Ctrl-C), ``on_interrupt``, which must only save what is
+needed to resume (the engine, in the main thread, holds further SIGINT and SIGTERM meanwhile),
+and finally ``on_close`` to release resources (TensorBoard's writer, files), which may be slow
+and stays interruptible.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ class _ResumableCSV(Callback):
         rows: list[list[str]] = []
         if self.path.exists():
             with open(self.path, newline="") as fh:
-                rows = list(csv.reader(fh))[1:]
+                rows = [row for row in list(csv.reader(fh))[1:] if row]
         if rows and not done:
             raise ValueError(
                 f"{self.path} already has {len(rows)} rows; a run starting at iteration 0 would "
@@ -201,11 +202,17 @@ class QDArrays(Callback):
         self.path, self.every = out / "qd.npz", every
         self.arrays: dict[str, np.ndarray] | None = None
 
+    def on_start(self, run: Run) -> None:
+        self._take(run)  # a resumed run that ends at once still writes its (restored) arrays
+
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
-        measure = [op for op in run.operators if isinstance(op, MeasureQD)]
-        self.arrays = measure[0].arrays() if measure else None
+        self._take(run)
         if record.iteration % self.every == 0:
             self._save()
+
+    def _take(self, run: Run) -> None:
+        measure = [op for op in run.operators if isinstance(op, MeasureQD)]
+        self.arrays = measure[0].arrays() if measure and run.state.iteration else None
 
     def on_end(self, run: Run) -> None:
         self._save()
@@ -287,7 +294,7 @@ class Summary(Callback):
     def on_end(self, run: Run) -> None:
         if not (self.out / "metrics.csv").exists() or run.state.iteration == 0:
             return
-        training = final_training_returns(self.out, run.pooling_window)
+        training = final_training_returns(self.out, run.pooling_window, run.config.budget)
         summary = {
             "iterations": run.state.iteration,
             "env_steps": run.state.env_steps,

@@ -96,4 +96,7 @@ def load_checkpoint(path: Path) -> dict:
         )
     data = dict(data)
     del data["format_version"]
-    return from_storable(data)
+    try:
+        return from_storable(data)
+    except (AttributeError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"checkpoint {path} is malformed ({exc})") from None

@@ -34,11 +34,9 @@ from evo_svpg.engine import (
     RESUME_OVERRIDABLE,
     Terminated,
     build_run,
-    check_device,
     load_run_state,
     train,
 )
-from evo_svpg.envs import make_batched_env
 from evo_svpg.estimators import ESTIMATORS
 from evo_svpg.modes import MODES, describe_operators, operator_names
 from evo_svpg.policy import ACTIVATIONS, OBS_SCALINGS
@@ -139,15 +137,14 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
 
 
 def check_run_flags(flags: list[str]) -> RunConfig:
-    """The config ``evo-svpg run FLAGS`` would train, checked as far as can be without training:
-    the flags, the config's values, the device and the environment (its package installed).
-    Runners call it for every run before they write anything; ValueError otherwise."""
+    """The config ``evo-svpg run FLAGS`` would train, checked as that command checks it (the
+    flags, the config's values, and everything :func:`build_run` refuses: device, environment,
+    observation bounds, memory); ValueError otherwise. Runners call it for every mode first."""
     args = _parser(_RaisingParser).parse_args(["run", *flags])
     if args.resume is not None or args.out is not None:
         raise ValueError("--out and --resume are set by the runner")
     cfg, _, _ = _resolve(args)
-    check_device(cfg.device)
-    make_batched_env(cfg.env, 1, max_episode_steps=cfg.max_episode_steps or None).close()
+    build_run(cfg).env.close()
     return cfg
 
 

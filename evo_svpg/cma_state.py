@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import cma
 import numpy as np
-import torch
 
 from evo_svpg.rng import Randn
 
@@ -132,8 +131,6 @@ def restore_state(saved: object, fresh: object, path: str, restored: dict[str, o
     restored so far (the targets of refs)."""
     if type(saved) in _PLAIN:
         return saved
-    if isinstance(saved, torch.Tensor):  # in case a checkpoint layer left a tensor
-        saved = saved.numpy()
     if isinstance(saved, np.ndarray):
         if saved.dtype.kind not in _NUMERIC_KINDS:
             raise ValueError(f"cmaes state: attribute {path!r} is a {saved.dtype} array")
@@ -244,8 +241,6 @@ def _item(container: object, i: int) -> object:
 
 
 def _numeric(value: object, path: str, ndim: int) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        value = value.numpy()
     if (
         not isinstance(value, np.ndarray)
         or value.dtype.kind not in _NUMERIC_KINDS

@@ -255,10 +255,12 @@ def load_run_state(run: Run, payload: dict, source: str = "checkpoint") -> None:
         run.ctx.evaluator.load_state_dict(payload["evaluator"])
         run.returns.load_state_dict(payload["returns"])
         torch.set_rng_state(payload["torch_rng"])
+        iteration, env_steps = payload["iteration"], payload["env_steps"]
+        if type(iteration) is not int or type(env_steps) is not int or iteration < 0:
+            raise TypeError(f"iteration={iteration!r}, env_steps={env_steps!r}")
     except (KeyError, IndexError, TypeError, RuntimeError, AttributeError) as exc:
         raise ValueError(f"{source} does not fit this run ({type(exc).__name__}: {exc})") from None
-    run.state.iteration = payload["iteration"]
-    run.state.env_steps = payload["env_steps"]
+    run.state.iteration, run.state.env_steps = iteration, env_steps
 
 
 def _record(state: PopulationState, seconds: float, steps_before: int) -> IterationRecord:
@@ -324,8 +326,10 @@ class _StopSignals:
         self.active = threading.current_thread() is threading.main_thread()
         self.previous = {}
         if self.active:
-            self.previous = {s: signal.getsignal(s) for s in self.SIGNALS}
-            for s in self.SIGNALS:
+            previous = {s: signal.getsignal(s) for s in self.SIGNALS}
+            # A signal the process ignores (a background job's SIGINT) stays ignored.
+            self.previous = {s: h for s, h in previous.items() if h is not signal.SIG_IGN}
+            for s in self.previous:
                 signal.signal(s, self._handle)
 
     def _handle(self, signum: int, frame) -> None:
@@ -343,8 +347,9 @@ class _StopSignals:
 def train(run: Run, callbacks: list | tuple = ()) -> Run:
     """Run iterations until :func:`finished`; callbacks see every completed iteration.
 
-    On any exception (Ctrl-C, SIGTERM, a non-finite gradient) callbacks get ``on_interrupt``
-    while further signals wait (:class:`_StopSignals`), then the exception propagates; the
+    On any exception (Ctrl-C, SIGTERM, a non-finite gradient), in an iteration or in the
+    callbacks' ``on_end``, callbacks get ``on_interrupt`` while further signals wait
+    (:class:`_StopSignals`, main thread only), then the exception propagates; the
     state of a half-done iteration is never reported as completed. Every callback's
     ``on_close`` runs last, whatever happened.
     """
@@ -367,6 +372,8 @@ def train(run: Run, callbacks: list | tuple = ()) -> Run:
                 state.rollout = None  # free the buffers before the callbacks run
                 for cb in callbacks:
                     cb.on_iteration(run, record)
+            for cb in callbacks:
+                cb.on_end(run)
         except BaseException as exc:
             signals.stopping = True
             for cb in callbacks:
@@ -374,8 +381,6 @@ def train(run: Run, callbacks: list | tuple = ()) -> Run:
             if signals.pending and not isinstance(exc, KeyboardInterrupt):
                 raise KeyboardInterrupt from exc  # a Ctrl-C arrived while saving
             raise
-        for cb in callbacks:
-            cb.on_end(run)
     finally:
         signals.restore()
         for cb in callbacks:

@@ -16,7 +16,15 @@ def run_window(run_dir: Path) -> int:
     config = Path(run_dir) / "config.json"
     if not config.exists():
         return 1
-    return int(json.loads(config.read_text()).get("resolved", {}).get("pooling_window", 1))
+    try:
+        window = json.loads(config.read_text())["resolved"]["pooling_window"]
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(
+            f"{config} is not a run's config.json (no resolved pooling_window)"
+        ) from None
+    if type(window) is not int or window < 1:
+        raise ValueError(f"{config}: pooling_window={window!r} must be an integer >= 1")
+    return window
 
 
 def load_curves(run_dir: Path, window: int | None = None) -> dict[str, np.ndarray]:

@@ -40,9 +40,10 @@ def strict_json(value: Any) -> Any:
     return value
 
 
-def final_training_returns(out: Path, window: int) -> dict[str, Any]:
-    """The final window's pooled training returns of the run in ``out`` (its ``metrics.csv``)."""
-    final = EpisodeTotals.from_csv(out / "metrics.csv").final(window)
+def final_training_returns(out: Path, window: int, budget: int = 0) -> dict[str, Any]:
+    """The final window's pooled training returns of the run in ``out`` (its ``metrics.csv``):
+    the last 10 % of its ``budget`` (if any, as the runners count it) or of its env steps."""
+    final = EpisodeTotals.from_csv(out / "metrics.csv").final(window, end=budget or None)
     return {
         "final_best_particle_return": final["best"],
         "final_mean_particle_return": final["mean"],

@@ -60,9 +60,7 @@ class RunLock:
                 f"{directory} is in use by another {what} ({holder}); wait for it to end or "
                 "choose another directory"
             ) from None
-        self.fh.seek(0)
-        self.stale = self.fh.read().strip()  # what a killed holder left, if anything
-        self.fh.seek(0)
+        self.fh.seek(0)  # what a killed holder left is stale: replaced
         self.fh.truncate()
         started = datetime.datetime.now().isoformat(timespec="seconds")
         self.fh.write(f"pid {os.getpid()} on {socket.gethostname()} since {started}\n")
@@ -116,6 +114,7 @@ def remove_run_outputs(path: Path) -> None:
             shutil.rmtree(target)
         elif target.exists():
             target.unlink()
+        (path / f"{name}.tmp").unlink(missing_ok=True)  # an atomic write cut short
 
 
 def _is_run_config(path: Path) -> bool:

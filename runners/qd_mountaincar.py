@@ -93,9 +93,11 @@ def _run_stats(path: Path, budget: int) -> dict[str, float]:
         "final_test_coverage": _last(path, "qd_test_coverage"),
         "final_test_qd_score": _last(path, "qd_test_score"),
         "first_rewarded_training_env_steps": _first_rewarded_training_episode(path),
-        # Sparse reward: the all-episode mean return is the fraction of training episodes that
-        # reached the goal, here of all the episodes that ended in the final window.
-        "final_training_success": final_returns(path, budget)["episode_mean"],
+        # Sparse reward: a particle's pooled return is the fraction of its training episodes
+        # (ended in the final window) that reached the goal; their mean over particles. Pooling
+        # all particles' episodes instead would over-weight the particles whose short,
+        # successful episodes end most often.
+        "final_training_success": final_returns(path, budget)["mean"],
         # ... and the fresh mean particle return, the fraction of fresh episodes at the goal.
         "fresh_success": fresh["fresh_mean_particle_return"],
         "fresh_episodes_per_policy": fresh["fresh_episodes_per_policy"],
@@ -186,17 +188,18 @@ def _compare(args) -> None:
         "the episodes charged to the budget (training episodes and candidate evaluations), "
         "median over seeds [95 % bootstrap interval of the median]"
         + ("; test-grid coverage: the grid of the deterministic test episodes" if test_grid else "")
-        + ". Training episodes at the goal: the fraction of all training episodes that ended in "
-        "the last 10 % of the budget (at least one pooling window). Fresh episodes at the goal: "
+        + ". Training success: each particle's fraction of its training episodes that reached "
+        "the goal, among those that ended in the last 10 % of the budget (at least one pooling "
+        "window), averaged over particles (the final mean particle return). Fresh success: "
         f"after training, {episodes} new episodes of every particle's stochastic policy (not "
-        "charged to the budget); the fraction that reached the goal, i.e. the fresh mean "
-        "particle return.",
+        "charged to the budget); each particle's fraction at the goal, averaged over particles "
+        "(the fresh mean particle return).",
         "",
         "| mode | seeds with a success | env steps to first success (median) "
         "| particles succeeding at the end (median) | coverage | QD-score "
         + ("| test-grid coverage " if test_grid else "")
-        + "| first training episode at the goal (median) | training episodes at the goal in the "
-        "last 10 % of the budget (median) | fresh episodes at the goal (median) |",
+        + "| first training episode at the goal (median) | training success, mean particle, last "
+        "10 % of the budget (median) | fresh success, mean particle (median) |",
         "|---|---|---|---|---|---|---|---|---|" + ("---|" if test_grid else ""),
     ]
     summary = {}
@@ -245,12 +248,12 @@ def _plot(args, target: Path) -> None:
         axes[0].fill_between(grid, lo, hi, color=color, alpha=0.12)
         first = np.array([_run_stats(r, args.budget)["first_success_env_steps"] for r in runs])
         axes[1].plot(grid, (first[:, None] <= grid).mean(axis=0), color=color, label=mode)
-        training = curves_on_grid(runs, grid)["episode_mean"]
+        training = curves_on_grid(runs, grid)["mean"]
         axes[2].plot(grid, np.nanmedian(training, axis=0), color=color, label=mode)
     titles = (
         "grid-archive coverage (median, quartile band)",
         f"fraction of the {_seeds(args.seeds)} with a deterministic success",
-        "fraction of training episodes reaching the goal (median)",
+        "training success of the mean particle, pooled window (median)",
     )
     for ax, title in zip(axes, titles, strict=True):
         ax.set_title(title, fontsize=10)

@@ -44,6 +44,14 @@ def test_equals_the_scalar_power_on_edge_values_and_shapes(x: np.ndarray) -> Non
     np.testing.assert_array_equal(got, expected)
 
 
+def test_a_zero_dimensional_array_gets_the_libm_result_too() -> None:
+    x = np.float64(0.42672114373024106)  # x*x and pow(x, 2) differ in the last bit here
+    assert x * x != x**2
+    got = libm_square(np.array(x))
+    assert got.shape == ()
+    assert got == x**2
+
+
 def test_refuses_other_dtypes() -> None:
     with pytest.raises(TypeError, match="float32 or float64"):
         libm_square(np.arange(3))

@@ -17,7 +17,7 @@ from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, train
 from evo_svpg.envs import make_batched_env
 from evo_svpg.estimators import A2C, Reinforce
-from evo_svpg.estimators.pg import particle_major, score_function_gradient, standardize
+from evo_svpg.estimators.pg import particle_major, score_function_gradient
 from evo_svpg.evaluation import EvalEpisodes
 from evo_svpg.novelty import knn_novelty
 from evo_svpg.operators import PopulationState
@@ -96,12 +96,23 @@ def test_novelty_signal_credits_every_step_of_a_segment_with_its_novelty():
 
 def test_reinforce_weights_every_step_by_its_episode_signal():
     state = _rollout_state()
+    b = state.rollout.behaviours
     NoveltySignal(k=3, archive_size=100)(state, None)
     rollout = state.rollout
-    grad = Reinforce(SPEC).gradient(state.params, rollout)
-    weights = standardize(particle_major(rollout.episode_signal))
+    t_max, n, e = rollout.rewards.shape
+    cut_p, cut_e = np.nonzero(b.partial_valid)
+    ends = list(zip(np.concatenate([b.step, np.full(cut_p.size, t_max - 1)]),
+                    np.concatenate([b.particle, cut_p]), np.concatenate([b.env, cut_e]),
+                    strict=True))  # fmt: skip
+    scores = [rollout.episode_signal[end] for end in ends]
+    per_step = _segment_signal_by_loop(rollout, ends, scores)  # [T, n, E], by hand
+    weights = np.empty((n, t_max * e))
+    for p in range(n):  # REINFORCE's weights: the signal standardised over the particle's batch
+        w = per_step[:, p, :].reshape(-1)
+        weights[p] = (w - w.mean()) / (w.std() + 1e-8)
     obs, actions = particle_major(rollout.obs), particle_major(rollout.actions)
-    expected = score_function_gradient(SPEC, state.params, obs, actions, weights)
+    expected = score_function_gradient(SPEC, state.params, obs, actions, weights)  # autograd
+    grad = Reinforce(SPEC).gradient(state.params, rollout)
     np.testing.assert_allclose(grad.numpy(), expected.numpy(), rtol=1e-4, atol=1e-6)
     with pytest.raises(ValueError, match="episode-level signal"):
         A2C(SPEC, 3, seed=0).gradient(state.params, rollout)

@@ -115,6 +115,29 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_setting(tmp_path, cap
     assert "alpha" in _error(capsys)
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [{"format_version": 2, "x": {"__ndarray__": 5}}, {"format_version": 2, "params": 1}],
+    ids=["bad-array-tag", "no-iteration"],
+)
+def test_malformed_checkpoints_get_one_line(tmp_path, capsys, payload):
+    out = tmp_path / "r"
+    assert _run(*TINY, "--out", str(out)) == 0
+    torch.save(payload, out / "checkpoint.pt")
+    capsys.readouterr()
+    assert _run("--resume", str(out), "--iterations", "4") == 2
+    assert str(out / "checkpoint.pt") in _error(capsys)
+
+
+def test_resume_ignores_blank_lines_in_metrics(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert _run(*TINY, "--iterations", "2", "--out", str(out)) == 0
+    with open(out / "metrics.csv", "a") as fh:
+        fh.write("\n")
+    assert _run("--resume", str(out), "--iterations", "3") == 0
+    assert _iterations(out) == [1, 2, 3]
+
+
 def test_checkpoint_round_trip_keeps_arrays_and_refuses_objects(tmp_path):
     import numpy as np
 
@@ -379,6 +402,15 @@ def test_plot_refuses_foreign_files_and_unwritable_targets(tmp_path, capsys):
     assert main(["plot", str(run), "--out", str(tmp_path / "c.png")]) == 0
     assert f"wrote {tmp_path / 'c.png'}" in capsys.readouterr().out
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_plot_of_a_run_with_a_foreign_config_is_an_error(tmp_path, capsys):
+    run = tmp_path / "r"
+    assert _run(*TINY, "--out", str(run)) == 0
+    (run / "config.json").write_text("[1, 2]")
+    capsys.readouterr()
+    assert main(["plot", str(run)]) == 2
+    assert "is not a run's config.json" in _error(capsys)
 
 
 def test_plot_of_an_empty_or_missing_run_is_an_error_not_a_figure(tmp_path, capsys):

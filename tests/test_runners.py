@@ -21,9 +21,26 @@ from _common import (  # noqa: E402
     curves_on_grid,
     extra_flag_collision,
     final_returns,
+    launch,
 )
 
 from evo_svpg.rundir import RunLock  # noqa: E402
+
+
+def test_a_run_killed_before_its_first_checkpoint_is_moved_aside_and_started_again(tmp_path):
+    run = tmp_path / "pure" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"config": {}}')
+    (run / "metrics.csv").write_text(
+        "iteration,particle,return_mean,episodes,env_steps\n1,0,9,1,40\n"
+    )
+    flags = ["--particles", "2", "--steps-per-particle", "40", "--envs-per-particle", "2",
+             "--hidden-sizes", "8", "--iterations", "2", "--final-eval-episodes", "1"]  # fmt: skip
+    launch(run, flags)
+    aside = [p for p in run.parent.iterdir() if p.name.startswith("seed0.unresumable-")]
+    assert len(aside) == 1
+    assert (aside[0] / "metrics.csv").read_text().endswith("1,0,9,1,40\n")  # kept as it was
+    assert (run / "summary.json").exists()  # the new run finished
 
 
 def test_bootstrap_interval_of_the_median():
@@ -303,8 +320,8 @@ def test_qd_mountaincar_writes_its_table_and_figures(tmp_path):
         "| mode | seeds with a success | env steps to first success (median) "
         "| particles succeeding at the end (median) | coverage | QD-score "
         + ("| test-grid coverage " if test_grid else "")
-        + "| first training episode at the goal (median) | training episodes at the goal in the "
-        "last 10 % of the budget (median) | fresh episodes at the goal (median) |"
+        + "| first training episode at the goal (median) | training success, mean particle, last "
+        "10 % of the budget (median) | fresh success, mean particle (median) |"
     )
     assert re.search(r"^\| `novelty` \| [012]/2 \|", table, flags=re.M)
     assert re.search(r"\| [\d.]+% \| [\d.]+% \|$", table, flags=re.M)  # the two success rates

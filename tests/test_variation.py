@@ -1,14 +1,16 @@
 """sep-CEM math and the per-particle CEM / CMA-ES operators, on known fitness functions."""
 
-import io
 import math
 import pickle
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from evo_svpg.cem import log_rank_weights, mirrored_samples, next_floor, sep_cem_update
+from evo_svpg.checkpoint import load_checkpoint, save_checkpoint
 from evo_svpg.operators import Context, PopulationState
 from evo_svpg.operators.variation import CEMAroundParticles, CMAESAroundParticles
 from evo_svpg.policy import PolicySpec
@@ -42,33 +44,12 @@ def _ctx(evaluator) -> Context:
     return Context(PolicySpec(2, 2, True, (3,)), None, None, 0, evaluator)
 
 
-def _to_tensors(value):
-    """numpy arrays as tensors (what the checkpoint layer does before saving)."""
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(np.array(value, copy=True))
-    if isinstance(value, dict):
-        return {k: _to_tensors(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_to_tensors(v) for v in value)
-    return value
-
-
-def _to_arrays(value):
-    """Inverse of :func:`_to_tensors` (for states that hold no tensors of their own)."""
-    if isinstance(value, torch.Tensor):
-        return value.numpy()
-    if isinstance(value, dict):
-        return {k: _to_arrays(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_to_arrays(v) for v in value)
-    return value
-
-
 def _weights_only_roundtrip(state: dict) -> dict:
-    buffer = io.BytesIO()
-    torch.save(_to_tensors(state), buffer)
-    buffer.seek(0)
-    return _to_arrays(torch.load(buffer, weights_only=True))
+    """Through the real checkpoint layer: saved, then read with ``weights_only=True``."""
+    with tempfile.TemporaryDirectory() as directory:
+        path = Path(directory) / "checkpoint.pt"
+        save_checkpoint(path, {"state": state})
+        return load_checkpoint(path)["state"]
 
 
 def test_log_rank_weights_by_hand():
