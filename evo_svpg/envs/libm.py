@@ -20,13 +20,20 @@ what gymnasium gets. At 320 elements it costs about what ``np.power`` does (15�
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["libm_square"]
 
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a float64 into two 26-bit halves
 _MIDPOINT_MARGIN = 0.45  # |x² − fl(x²)| above this many ulp: recompute with the scalar pow
-_SAFE = {np.dtype(np.float64): (1e-290, 1e290), np.dtype(np.float32): (1e-36, 1e36)}
+# Per dtype: the normal range in which the error bound holds, and the significand bits (a power
+# of two has none set: the ulp below it is half as wide, so it is always recomputed).
+_SAFE = {
+    np.dtype(np.float64): (1e-290, 1e290, np.int64, (1 << 52) - 1),
+    np.dtype(np.float32): (1e-36, 1e36, np.int32, (1 << 23) - 1),
+}
 
 
 def _rounding_error(x: np.ndarray, p: np.ndarray) -> np.ndarray:
@@ -46,16 +53,20 @@ def libm_square(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.dtype not in _SAFE:
         raise TypeError(f"libm_square needs a float32 or float64 array, got {x.dtype}")
+    tiny, huge, bits, significand = _SAFE[x.dtype]
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-        p = np.multiply(x, x, out=np.empty_like(x))  # an array even for 0-d x
-        err = _rounding_error(x, p)
-        tiny, huge = _SAFE[x.dtype]
-        magnitude = np.abs(p)
-        unsure = np.abs(err) > _MIDPOINT_MARGIN * np.spacing(magnitude)
-        unsure |= ~((magnitude > tiny) & (magnitude < huge))  # also catches inf and nan
-        unsure |= np.frexp(p)[0] == 0.5  # a power of two: the ulp below it is half as wide
-        index = np.flatnonzero(unsure)
-        if index.size:
-            flat = p.reshape(-1)
-            flat[index] = [v**2 for v in x.reshape(-1)[index]]  # numpy scalars: libm pow/powf
+        p = np.multiply(x, x, out=np.empty_like(x))  # an array even for 0-d x; p >= 0 or nan
+        edge = ~((p > tiny) & (p < huge))  # tiny, huge, inf, nan: outside the error bound
+        near = np.abs(_rounding_error(x, p)) > _MIDPOINT_MARGIN * np.spacing(p)
+        near |= (p.view(bits) & significand) == 0  # a power of two
+        near &= ~edge
+        flat, flat_x = p.reshape(-1), x.reshape(-1)
+        index = np.flatnonzero(near)
+        if index.size and x.dtype == np.float64:  # math.pow: the C pow numpy's scalar calls
+            flat[index] = [math.pow(v, 2.0) for v in flat_x[index].tolist()]
+        elif index.size:  # numpy's float32 scalar power: C powf
+            flat[index] = [v**2 for v in flat_x[index]]
+        index = np.flatnonzero(edge)
+        if index.size:  # numpy's scalar power (math.pow would raise on overflow)
+            flat[index] = [v**2 for v in flat_x[index]]
     return p
