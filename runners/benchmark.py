@@ -12,7 +12,10 @@
     except the evaluation's env stepping) as a share of the iteration;
 (g) novelty kNN (k = 10) against a full ``NoveltyArchive`` of 100,000 3-D descriptors plus a
     population of 16: the KD-tree rebuild after an add, 16 particle queries (own entry excluded),
-    160 and 800 episode queries.
+    160 and 800 episode queries;
+(h) what gymnasium-exact squares cost: ``libm_square`` against ``np.power`` (what the fast paths
+    used before; CPU-dependent on AVX-512) and ``x * x`` on 320 float64 elements, and one
+    Acrobot-v1 / Pendulum-v1 step of 320 envs against one CartPole-v1 step.
 
 Targets (issue 3): (b) ≥ 2M transitions/s and ≥ 350× (a); (c) ≤ 15 s; (d) ≤ 0.5 ms at n = 16.
 Targets (issue 4): (e) ratio ≤ 1.3; (f) < 10 %. (g): a population's queries < 50 ms.
@@ -20,6 +23,7 @@ Targets (issue 4): (e) ratio ≤ 1.3; (f) < 10 %. (g): a population's queries < 
     python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
     python runners/benchmark.py --only e f     # just the extension timings
     python runners/benchmark.py --only g       # just the novelty kNN timings
+    python runners/benchmark.py --only h       # just the portable-squares timings
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV, Summary, Tens
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, set_threads, train
 from evo_svpg.envs import make_batched_env
+from evo_svpg.envs.libm import libm_square
 from evo_svpg.novelty import NoveltyArchive
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler
@@ -268,6 +273,40 @@ def novelty_timing(size: int = 100_000, dim: int = 3, reps: int = 15) -> dict:
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
+def square_timing(n: int = 320, reps: int = 2000) -> dict:
+    """(h): median microseconds of three ways to square ``n`` float64, and of env steps."""
+    x = np.random.default_rng(0).uniform(-5, 5, n)
+    two = np.full(n, 2.0)
+    ways = {
+        "libm_square": lambda: libm_square(x),
+        "np_power": lambda: np.power(x, two),
+        "x_times_x": lambda: x * x,
+    }
+    out = {name: 1e6 * _median_time(fn, reps) for name, fn in ways.items()}
+    for env_id, discrete in (("CartPole-v1", True), ("Acrobot-v1", True), ("Pendulum-v1", False)):
+        env = make_batched_env(env_id, n, seed=0)
+        env.reset()
+        rng = np.random.default_rng(1)
+        n_actions = env.single_action_space.n if discrete else 0
+        actions = (
+            rng.integers(0, n_actions, n) if discrete else rng.uniform(-2, 2, (n, 1)).astype("f4")
+        )
+        out[f"step_{env_id}"] = 1e6 * _median_time(lambda env=env, a=actions: env.step(a), 300)
+    return out
+
+
+def _median_time(fn, reps: int, blocks: int = 7) -> float:
+    """Median over ``blocks`` of the mean seconds per call over ``reps`` calls."""
+    fn()
+    times = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(reps):
+            fn()
+        times.append((time.perf_counter() - start) / reps)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transitions", type=int, default=160_000)
@@ -278,7 +317,7 @@ def main() -> None:
         "--threads", type=int, default=RunConfig().threads, help="gradient shard threads (c)"
     )
     parser.add_argument(
-        "--only", nargs="+", choices=list("abcdefg"), default=list("abcdefg"), help="parts to run"
+        "--only", nargs="+", choices=list("abcdefgh"), default=list("abcdefgh"), help="parts to run"
     )
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations in (e), (f)")
     args = parser.parse_args()
@@ -323,6 +362,17 @@ def main() -> None:
             f"800 episode queries {ms['episodes_800']:.2f} ms; an iteration's build + 16 + 800 "
             f"{ms['build'] + ms['particles'] + ms['episodes_800']:.1f} ms "
             "(target: a population's queries < 50 ms)",
+            flush=True,
+        )
+
+    if "h" in args.only:
+        us = square_timing()
+        results["squares_us"] = us
+        print(
+            f"(h) squares of 320 float64: libm_square {us['libm_square']:.1f} µs, np.power "
+            f"{us['np_power']:.1f} µs, x*x {us['x_times_x']:.2f} µs; a step of 320 envs: "
+            f"CartPole-v1 {us['step_CartPole-v1']:.0f} µs, Acrobot-v1 "
+            f"{us['step_Acrobot-v1']:.0f} µs, Pendulum-v1 {us['step_Pendulum-v1']:.0f} µs",
             flush=True,
         )
 

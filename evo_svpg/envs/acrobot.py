@@ -108,14 +108,15 @@ class AcrobotBatchedEnv(NumpyBatchedEnv):
         d1 = _D1_A + _m2 * (_D1_B + _D1_C * cos2) + _I1 + _I2
         d2 = _m2 * (_D2_A + _D2_B * cos2) + _I2
         phi2 = _PHI2_K * np.cos(theta1 + theta2 - pi / 2.0)
+        sq_dtheta2, sq_dtheta1, sq_d2 = libm_square(np.stack((dtheta2, dtheta1, d2)))  # one call
         phi1 = (
-            _PHI1_K1 * libm_square(dtheta2) * sin2
+            _PHI1_K1 * sq_dtheta2 * sin2
             - _PHI1_K2 * dtheta2 * dtheta1 * sin2
             + _PHI1_K3 * np.cos(theta1 - pi / 2)
             + phi2
         )
-        ddtheta2 = (a + d2 / d1 * phi1 - _DD2_K * libm_square(dtheta1) * sin2 - phi2) / (
-            _DD2_DEN - libm_square(d2) / d1
+        ddtheta2 = (a + d2 / d1 * phi1 - _DD2_K * sq_dtheta1 * sin2 - phi2) / (
+            _DD2_DEN - sq_d2 / d1
         )
         ddtheta1 = -(d2 * ddtheta2 + phi1) / d1
         return np.stack((dtheta1, dtheta2, ddtheta1, ddtheta2), axis=1)

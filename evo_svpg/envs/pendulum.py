@@ -70,7 +70,8 @@ class PendulumBatchedEnv(NumpyBatchedEnv):
 
         # costs = angle_normalize(th)**2 + 0.1 * thdot**2 + 0.001 * (u**2)
         norm = (th + np.pi) % (2 * np.pi) - np.pi
-        costs = libm_square(norm) + 0.1 * libm_square(thdot)
+        sq_norm, sq_thdot = libm_square(np.stack((norm, thdot)))  # one call for both
+        costs = sq_norm + 0.1 * sq_thdot
         costs += np.float32(0.001) * libm_square(u)  # float32 term
 
         # newthdot = thdot + (3g/(2l) * sin(th) + 3/(m l^2) * u) * dt, clipped to ±8
