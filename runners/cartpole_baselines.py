@@ -151,7 +151,8 @@ def _compare(args) -> None:
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        f"total wall time: {total:.1f} s",
+        f"runs' wall time: {sum(walls.values()):.0f} s in all ({args.jobs} at a time; this "
+        f"invocation {total:.0f} s)",
     ]
     write_outputs(args.out, "\n".join(lines), summary, lambda target: _plot(args, target))
 

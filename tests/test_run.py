@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV
+from evo_svpg.checkpoint import load_checkpoint
 from evo_svpg.cli import main
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, train
@@ -185,7 +186,7 @@ def test_resume_after_a_hard_kill_equals_an_uninterrupted_run(tmp_path):
     )  # fmt: skip
     assert proc.returncode == -9, proc.stderr
     assert max(int(r["iteration"]) for r in _rows(killed)) == 5  # row 5 written, then killed
-    assert torch.load(killed / "checkpoint.pt", weights_only=False)["iteration"] == 4
+    assert load_checkpoint(killed / "checkpoint.pt")["iteration"] == 4
     assert _run("--resume", str(killed)) == 0
     full = (tmp_path / "full" / "metrics.csv").read_text()
     assert (killed / "metrics.csv").read_text() == full
@@ -209,7 +210,7 @@ def test_ctrl_c_saves_the_last_completed_iteration_and_resume_matches(tmp_path):
     (out / "config.json").write_text(json.dumps({"config": cfg.to_dict()}))
     with pytest.raises(KeyboardInterrupt):
         train(run, [MetricsCSV(out), Checkpointer(out, cfg.checkpoint_every), CtrlC()])
-    assert torch.load(out / "checkpoint.pt", weights_only=False)["iteration"] == 4
+    assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 4
     assert _run("--resume", str(out)) == 0
     assert (out / "metrics.csv").read_text() == (tmp_path / "full" / "metrics.csv").read_text()
 
@@ -231,7 +232,7 @@ def test_non_finite_gradient_stops_with_the_iteration_and_keeps_the_last_checkpo
     run.ctx.estimator.gradient = poisoned
     with pytest.raises(NonFiniteError, match=r"iteration 3"):
         train(run, [Checkpointer(tmp_path, 1)])
-    saved = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")
     assert saved["iteration"] == 2
     assert torch.isfinite(saved["params"]).all()
 
