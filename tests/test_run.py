@@ -98,6 +98,8 @@ def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_pa
     # the final fresh evaluation's episodes are measurement, counted apart.
     assert summary["fresh_env_steps"] > 0
     assert steps[-1] + summary["fresh_env_steps"] == used[0]
+    assert len(summary["fresh_particle_returns"]) == policies
+    assert ("fresh_erl_champion_return" in summary) == (mode == "erl")
     for row in rows:  # the rollouts alone are 3 policies' worth × 200 steps per iteration
         assert int(row["env_steps"]) >= int(row["iteration"]) * 3 * 200
     uses_evaluation = mode in ("cem-per-particle", "cmaes-per-particle", "erl")
