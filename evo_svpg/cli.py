@@ -246,12 +246,14 @@ def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:
     callbacks += [Summary(out), TensorBoardScalars(out), Progress()]
     try:
         train(run, callbacks)
-    except (KeyboardInterrupt, NonFiniteError) as exc:
+    except BaseException as exc:
         done = checkpointer.saved_iteration  # the iteration the checkpoint on disk holds
         again = f"evo-svpg run --resume {out}"
         if done == 0 and not resuming:  # nothing of this new run is worth keeping
             remove_run_outputs(out)
             again = "the same command starts it again"
+        if not isinstance(exc, KeyboardInterrupt | NonFiniteError):
+            raise  # an error of ours or of the machine: its own message, but no stub left
         if isinstance(exc, NonFiniteError):
             print(f"evo-svpg: stopped: {exc}", file=sys.stderr)
             return 1

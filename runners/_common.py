@@ -150,7 +150,7 @@ def launch(run_dir: Path, flags: list[str]) -> float:
     re-running a runner after Ctrl-C loses nothing. The run's output goes to ``RUN_DIR.log``.
     """
     cmd = [sys.executable, "-m", "evo_svpg.cli", "run", *flags, "--out", str(run_dir)]
-    if (run_dir / "metrics.csv").exists() and not (run_dir / "checkpoint.pt").exists():
+    if (run_dir / "config.json").exists() and not (run_dir / "checkpoint.pt").exists():
         # Killed before its first checkpoint: it cannot be resumed. Keep it aside, start again.
         aside = run_dir.with_name(f"{run_dir.name}.unresumable-{time.strftime('%Y%m%d-%H%M%S')}")
         run_dir.rename(aside)

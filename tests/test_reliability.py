@@ -269,6 +269,15 @@ def test_a_new_run_that_completes_no_iteration_leaves_its_out_free(tmp_path, cap
     monkeypatch.setattr(cli, "Progress", CtrlCInFirstIteration)
     assert _run(*TINY, "--out", str(out)) == 130
     assert "nothing to save: the same command starts it again" in capsys.readouterr().out
+
+    class BugInFirstIteration(Callback):  # an unexpected error: raised, and no stub left
+        def on_start(self, run):
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli, "Progress", BugInFirstIteration)
+    with pytest.raises(RuntimeError, match="a bug"):
+        _run(*TINY, "--out", str(out))
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
     monkeypatch.undo()
     assert _run(*TINY, "--out", str(out)) == 0
 

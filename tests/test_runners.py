@@ -43,6 +43,19 @@ def test_a_run_killed_before_its_first_checkpoint_is_moved_aside_and_started_aga
     assert (run / "summary.json").exists()  # the new run finished
 
 
+def test_a_run_killed_before_its_first_iteration_is_moved_aside_too(tmp_path):
+    run = tmp_path / "pure" / "seed0"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"config": {}}')  # killed before metrics.csv was made
+    flags = ["--particles", "2", "--steps-per-particle", "40", "--envs-per-particle", "2",
+             "--hidden-sizes", "8", "--iterations", "1", "--final-eval-episodes", "1"]  # fmt: skip
+    launch(run, flags)
+    assert [p.name.split("-")[0] for p in run.parent.glob("seed0.unresumable-*")] == [
+        "seed0.unresumable"
+    ]
+    assert (run / "summary.json").exists()
+
+
 def test_bootstrap_interval_of_the_median():
     assert bootstrap_median_ci(np.full(5, 3.0)) == (3.0, 3.0, 3.0)
     values = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
