@@ -7,8 +7,10 @@ computed incrementally, batched over every env at once, both over the sampler's 
 buffers and inside the evaluator's step loop, and an episode that an iteration boundary cuts
 simply carries its running reductions into the next iteration.
 
-Features read ``x = observation[0]`` and ``v = observation[1]`` (MountainCar: position and velocity)
-and the *effort* of an action: for ``k`` discrete actions ``a − (k−1)/2`` scaled to [−1, 1]
+Features read a position ``x`` and a velocity ``v`` from the observation, at the indices that the
+env declares (:class:`ObservationRoles` in :data:`~evo_svpg.registry.OBSERVATION_ROLES`; the
+MountainCar family and CartPole declare ``x = observation[0]``, ``v = observation[1]``) and the
+*effort* of an action: for ``k`` discrete actions ``a − (k−1)/2`` scaled to [−1, 1]
 (MountainCar: push left −1, none 0, right +1); for continuous actions the action clipped to its
 bounds and scaled to [−1, 1] (several dimensions: the root mean square of those, in [0, 1]). Only
 its square enters a descriptor. A step's position features use both its start and end state, so the
@@ -33,7 +35,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from evo_svpg.envs.base import ObservationRoles
 from evo_svpg.policy import PolicySpec
+from evo_svpg.registry import DESCRIPTORS, OBSERVATION_ROLES
+from evo_svpg.settings import Settings, register_settings, setting
 
 Bounds = list[tuple[float, float]]
 REDUCTIONS = ("min", "max", "sum", "last")
@@ -63,7 +68,17 @@ def _gep_finalize(acc: np.ndarray) -> np.ndarray:
     return np.stack([acc[:, 0], acc[:, 0] - acc[:, 1], acc[:, 2]], axis=1)
 
 
-DESCRIPTORS: dict[str, Descriptor] = {
+def observation_roles(env_id: str, descriptor: str) -> ObservationRoles:
+    if env_id not in OBSERVATION_ROLES:
+        raise ValueError(
+            f"descriptor={descriptor!r} reads a position and a velocity from the observation, "
+            f"and env {env_id!r} declares none; envs that do: {OBSERVATION_ROLES.names()} "
+            "(an env declares them in evo_svpg.registry.OBSERVATION_ROLES)"
+        )
+    return OBSERVATION_ROLES.get(env_id)
+
+
+for _name, _descriptor in {
     "extremes": Descriptor(
         ("min x", "max x"),
         lambda x0, x1, v1, u: np.stack([np.minimum(x0, x1), np.maximum(x0, x1)], axis=-1),
@@ -87,7 +102,18 @@ DESCRIPTORS: dict[str, Descriptor] = {
         _gep_finalize,
         lambda xr, vr, steps: [xr, (0.0, xr[1] - xr[0]), (0.0, 0.1 * steps)],
     ),
-}
+}.items():
+    DESCRIPTORS.add(_name, _descriptor)
+
+
+@register_settings
+@dataclass(frozen=True)
+class BehaviourSettings(Settings):
+    section, title = "behaviour", "behaviour descriptors (novelty, QD)"
+    descriptor: str = setting(
+        "extremes", "behaviour descriptor of an episode (novelty, QD archive)", key="descriptor",
+        choices=DESCRIPTORS.names,
+    )  # fmt: skip
 
 
 def bounded(values) -> bool:
@@ -97,9 +123,7 @@ def bounded(values) -> bool:
 
 
 def get_descriptor(name: str) -> Descriptor:
-    if name not in DESCRIPTORS:
-        raise ValueError(f"descriptor={name!r} is not valid; choose one of {list(DESCRIPTORS)}")
-    return DESCRIPTORS[name]
+    return DESCRIPTORS.get(name)
 
 
 def effort(spec: PolicySpec, actions: np.ndarray) -> np.ndarray:
@@ -229,13 +253,15 @@ class Describer:
         v_range: tuple[float, float],
         max_steps: int,
         n_envs: int,
+        *,
+        roles: ObservationRoles,
     ) -> None:
-        if spec.obs_dim < 2:
+        if spec.obs_dim <= max(roles.indices):
             raise ValueError(
-                f"descriptor={name!r} reads observation[0] and [1] (x, v), but the observation "
-                f"has {spec.obs_dim} dimension(s)"
+                f"descriptor={name!r} reads observation{roles.indices} (x, v), but the "
+                f"observation has {spec.obs_dim} dimension(s)"
             )
-        self.name, self.spec = name, spec
+        self.name, self.spec, self.roles = name, spec, roles
         self.descriptor = get_descriptor(name)
         self.bounds = self.descriptor.bounds(x_range, v_range, max_steps)
         if not bounded(self.bounds):
@@ -254,18 +280,22 @@ class Describer:
 
     @classmethod
     def for_env(cls, name: str, spec: PolicySpec, env, n_envs: int | None = None) -> Describer:
+        """For ``env``'s declared observation roles and bounds (ValueError if it declares none)."""
+        roles = observation_roles(env.env_id, name)
         low, high = env.single_observation_space.low, env.single_observation_space.high
+        x, v = roles.indices
         return cls(
-            name, spec, (float(low[0]), float(high[0])), (float(low[1]), float(high[1])),
-            env.max_episode_steps, env.num_envs if n_envs is None else n_envs,
+            name, spec, (float(low[x]), float(high[x])), (float(low[v]), float(high[v])),
+            env.max_episode_steps, env.num_envs if n_envs is None else n_envs, roles=roles,
         )  # fmt: skip
 
     def step_features(self, obs: np.ndarray, next_obs: np.ndarray, actions: np.ndarray):
         """Features ``[..., F]`` of transitions ``obs -> next_obs`` under ``actions``."""
+        x, v = self.roles.indices
         return self.descriptor.features(
-            obs[..., 0].astype(np.float64),
-            next_obs[..., 0].astype(np.float64),
-            next_obs[..., 1].astype(np.float64),
+            obs[..., x].astype(np.float64),
+            next_obs[..., x].astype(np.float64),
+            next_obs[..., v].astype(np.float64),
             effort(self.spec, actions),
         )
 

@@ -16,13 +16,14 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from evo_svpg.checkpoint import save_checkpoint
-from evo_svpg.engine import IterationRecord, Run, run_state_dict
-from evo_svpg.operators.measure import MeasureQD
+from evo_svpg.engine import IterationRecord, Run
 from evo_svpg.report import final_training_returns, fresh_evaluation, strict_json
+from evo_svpg.run_state import run_state_dict
 from evo_svpg.rundir import atomic_write_bytes
 
 METRIC_COLUMNS = (
@@ -161,68 +162,75 @@ class TensorBoardScalars(Callback):
 
 
 class Checkpointer(Callback):
-    """``checkpoint.pt`` every ``every`` iterations and at the end, written atomically.
+    """``checkpoint.pt`` every ``every`` iterations, at the end, and when the run is stopped at
+    an iteration's end (Ctrl-C, SIGTERM), written atomically.
 
-    A copy of the last completed iteration is kept in memory, so Ctrl-C saves it too: nothing
-    is lost. Whatever stops the run (a non-finite gradient included), what is saved is that
-    copy: never the state of the half-done iteration.
+    Nothing is copied in between: a run stopped mid-iteration (a second Ctrl-C, a non-finite
+    gradient) keeps the checkpoint already on disk, never the half-done iteration's state.
     """
 
     def __init__(self, out: Path, every: int) -> None:
         self.path, self.every = out / CHECKPOINT, every
-        self.snapshot: dict | None = None
         self.saved_iteration = 0  # the iteration of the checkpoint on disk (0: none)
 
     def on_start(self, run: Run) -> None:
         self.saved_iteration = run.state.iteration  # a resumed run's checkpoint
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
-        self.snapshot = run_state_dict(run)
         if record.iteration % self.every == 0:
-            self._save()
+            self._save(run)
 
-    def _save(self) -> None:
-        if self.snapshot is not None and self.snapshot["iteration"] != self.saved_iteration:
-            save_checkpoint(self.path, self.snapshot)
-            self.saved_iteration = self.snapshot["iteration"]
+    def _save(self, run: Run) -> None:
+        if run.at_boundary and run.state.iteration != self.saved_iteration:
+            save_checkpoint(self.path, run_state_dict(run))
+            self.saved_iteration = run.state.iteration
 
     def on_end(self, run: Run) -> None:
-        self._save()
+        self._save(run)
 
     def on_interrupt(self, run: Run, exc: BaseException) -> None:
-        self._save()
+        self._save(run)
 
 
-class QDArrays(Callback):
-    """``qd.npz``: the grid archive's best return per cell and the (x, v) visitation counts
-    (``MeasureQD.arrays``), written with each checkpoint, at the end and on Ctrl-C (then for the
-    last completed iteration, like the checkpoint)."""
+@runtime_checkable
+class WritesArrays(Protocol):
+    """An operator whose records are arrays for figures (``MeasureQD``: ``qd.npz``)."""
+
+    arrays_file: str
+
+    def arrays(self) -> dict[str, np.ndarray]: ...
+
+
+class OperatorArrays(Callback):
+    """Each :class:`WritesArrays` operator's ``arrays()`` in ``DIR/<arrays_file>``, written with
+    each checkpoint, at the end and when stopped at an iteration's end (like the checkpoint)."""
 
     def __init__(self, out: Path, every: int) -> None:
-        self.path, self.every = out / "qd.npz", every
-        self.arrays: dict[str, np.ndarray] | None = None
+        self.out, self.every = out, every
 
     def on_start(self, run: Run) -> None:
-        self._take(run)  # a resumed run that ends at once still writes its (restored) arrays
+        if run.state.iteration:  # a resumed run that ends at once still writes its arrays
+            self._save(run)
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
-        self._take(run)
         if record.iteration % self.every == 0:
-            self._save()
-
-    def _take(self, run: Run) -> None:
-        measure = [op for op in run.operators if isinstance(op, MeasureQD)]
-        self.arrays = measure[0].arrays() if measure and run.state.iteration else None
+            self._save(run)
 
     def on_end(self, run: Run) -> None:
-        self._save()
+        self._save(run)
 
     def on_interrupt(self, run: Run, exc: BaseException) -> None:
-        self._save()
+        self._save(run)
 
-    def _save(self) -> None:
-        if self.arrays is not None:
-            atomic_write_bytes(self.path, lambda fh: np.savez(fh, **self.arrays))
+    def _save(self, run: Run) -> None:
+        if not (run.at_boundary and run.state.iteration):
+            return
+        for op in run.operators:
+            if isinstance(op, WritesArrays):
+                arrays = op.arrays()
+                atomic_write_bytes(
+                    self.out / op.arrays_file, lambda fh, a=arrays: np.savez(fh, **a)
+                )
 
 
 class Progress(Callback):

@@ -6,8 +6,10 @@ unpickler of ``weights_only=True`` refuses anything else, so a crafted file cann
 and turned back into arrays on load; numpy scalars become Python numbers. Objects that keep
 state of their own (pycma's strategies) are written as their data and rebuilt by their owner.
 
-Every checkpoint carries :data:`FORMAT_VERSION`; a file without it, of another version, damaged,
-truncated or not a checkpoint at all gets one ``ValueError`` naming the file.
+Every checkpoint carries :data:`FORMAT_VERSION`; the loaded payload keeps it as
+``format_version`` so its reader (:mod:`evo_svpg.run_state`) can interpret older layouts. A file
+of a version not in :data:`READABLE`, damaged, truncated or not a checkpoint at all gets one
+``ValueError`` naming the file.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch
 
 from evo_svpg.rundir import atomic_write_bytes
 
-FORMAT_VERSION = 2  # 1: the pickled checkpoints of evo_svpg before this module (not loadable)
+# 1: pickled objects (not loadable); 2: data, operator state as a list; 3: keyed component state
+FORMAT_VERSION = 3
+READABLE = (2, 3)
 _ARRAY = "__ndarray__"
 
 
@@ -89,13 +93,11 @@ def load_checkpoint(path: Path) -> dict:
             f"(nothing in it was executed; {_reason(exc)})"
         ) from None
     version = data.get("format_version") if isinstance(data, dict) else None
-    if version != FORMAT_VERSION:
+    if version not in READABLE:
         raise ValueError(
-            f"checkpoint {path} has format version {version!r}; this evo_svpg reads version "
-            f"{FORMAT_VERSION} (older checkpoints cannot be resumed: start the run again)"
+            f"checkpoint {path} has format version {version!r}; this evo_svpg reads versions "
+            f"{list(READABLE)} (other checkpoints cannot be resumed: start the run again)"
         )
-    data = dict(data)
-    del data["format_version"]
     try:
         return from_storable(data)
     except (AttributeError, TypeError, RuntimeError) as exc:

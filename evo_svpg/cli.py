@@ -11,25 +11,23 @@ import json
 import logging
 import signal
 import sys
-from dataclasses import fields
 from pathlib import Path
 
 import threadpoolctl
 import torch
 
-from evo_svpg.behaviour import DESCRIPTORS
 from evo_svpg.callbacks import (
     CHECKPOINT,
     Checkpointer,
     MetricsCSV,
+    OperatorArrays,
     Progress,
-    QDArrays,
     ScalarsCSV,
     Summary,
     TensorBoardScalars,
 )
 from evo_svpg.checkpoint import load_checkpoint
-from evo_svpg.config import RunConfig, field_docs, load_toml
+from evo_svpg.config import RunConfig, all_keys, flatten, load_toml, sections_for_help
 from evo_svpg.engine import (
     RESUME_OVERRIDABLE,
     Terminated,
@@ -37,9 +35,8 @@ from evo_svpg.engine import (
     load_run_state,
     train,
 )
-from evo_svpg.estimators import ESTIMATORS
-from evo_svpg.modes import MODES, describe_operators, operator_names
-from evo_svpg.policy import ACTIVATIONS, OBS_SCALINGS
+from evo_svpg.modes import describe_operators, mode_operators
+from evo_svpg.registry import ESTIMATORS, MODES
 from evo_svpg.rundir import (
     RunLock,
     atomic_write_bytes,
@@ -50,27 +47,19 @@ from evo_svpg.rundir import (
 )
 from evo_svpg.sampler import NonFiniteError
 
-CHOICES = {
-    "mode": tuple(MODES),
-    "estimator": ESTIMATORS,
-    "activation": ACTIVATIONS,
-    "descriptor": tuple(DESCRIPTORS),
-    "obs_scaling": OBS_SCALINGS,
-}
 
+def _flag_type(parse, default):
+    """``--flag`` text → value: the setting's ``parse``, else the default's type."""
+    convert = parse or {int: int, float: float}.get(type(default), str)
 
-def _sizes(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(x) for x in text.split(","))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ints") from exc
+    def typed(text: str):
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-
-def _bandwidth(text: str) -> str | float:
-    try:
-        return float(text)
-    except ValueError:
-        return text
+    typed.__name__ = getattr(convert, "__name__", "value")
+    return typed
 
 
 class _RaisingParser(argparse.ArgumentParser):
@@ -86,20 +75,15 @@ def _parser(
     parser = cls(prog="evo-svpg", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train a population (defaults: the seed's CartPole setting)")
-    docs = field_docs()
-    defaults = RunConfig()
-    for f in fields(RunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        default = getattr(defaults, f.name)
-        kind = {int: int, float: float}.get(type(default), str)
-        if f.name.endswith("hidden_sizes"):
-            kind = _sizes
-        elif f.name == "bandwidth":
-            kind = _bandwidth
-        run.add_argument(
-            flag, type=kind, default=None, choices=CHOICES.get(f.name),
-            help=f"{docs[f.name]} (default: {default})",
-        )  # fmt: skip
+    for title, section in sections_for_help():  # each component's settings, its own group
+        group = run.add_argument_group(f"{title} [{section.section or 'run'}]")
+        for key, doc, default, meta in section.field_help():
+            choices = list(meta["choices"]()) if meta.get("choices") else None
+            shown = ",".join(map(str, default)) if isinstance(default, list) else default
+            group.add_argument(
+                "--" + key.replace("_", "-"), dest=key, default=None, choices=choices,
+                type=_flag_type(meta.get("parse"), default), help=f"{doc} (default: {shown})",
+            )  # fmt: skip
     run.add_argument("--config", type=Path, help="TOML file of config keys; flags override it")
     run.add_argument("--out", type=Path, help="results directory (default: runs/<name>)")
     run.add_argument("--resume", type=Path, metavar="DIR", help="continue the run saved in DIR")
@@ -113,8 +97,7 @@ def _parser(
 def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
     """``(config, out, resuming)``; ``out`` is None for a new run without ``--out`` (a fresh
     directory is made for it once the run has been built)."""
-    names = [f.name for f in fields(RunConfig)]
-    overrides = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in all_keys() if getattr(args, k) is not None}
     if args.resume is not None:
         out = args.resume
         fixed = sorted(set(overrides) - set(RESUME_OVERRIDABLE))
@@ -123,7 +106,7 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
                 f"--resume continues a run with its saved config; only {list(RESUME_OVERRIDABLE)}"
                 f" may be changed, got {fixed or ['--config/--out']}"
             )
-        saved = _saved_config(out)
+        saved = flatten(_saved_config(out))
         return (
             RunConfig.from_dict({**saved, **overrides}, source=str(out / "config.json")),
             out,
@@ -164,7 +147,7 @@ def _saved_config(out: Path) -> dict:
 
 def _describe(run) -> dict:
     return {
-        "config": run.config.to_dict(),
+        "config": run.config.to_nested(),
         "resolved": {
             "policies": run.layout.policies,
             "steps_per_policy": run.layout.steps_per_policy,
@@ -239,11 +222,14 @@ def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:
         _continue(run, out)
     text = json.dumps(_describe(run), indent=2) + "\n"
     atomic_write_bytes(out / "config.json", lambda fh: fh.write(text.encode()))
+    unused = run.config.unused_changes()
+    if unused:
+        shown = ", ".join(f"{k}={v!r}" for k, v in unused.items())
+        print(f"note: mode {cfg.mode!r} does not use {shown} (config.json lists them as unused)")
     checkpointer = Checkpointer(out, cfg.checkpoint_every)
     callbacks = [MetricsCSV(out), ScalarsCSV(out), checkpointer]
-    if cfg.qd_every:
-        callbacks.append(QDArrays(out, cfg.checkpoint_every))
-    callbacks += [Summary(out), TensorBoardScalars(out), Progress()]
+    callbacks += [OperatorArrays(out, cfg.checkpoint_every), Summary(out)]
+    callbacks += [TensorBoardScalars(out), Progress()]
     try:
         train(run, callbacks)
     except BaseException as exc:
@@ -260,15 +246,18 @@ def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         if done == 0:
             print(f"\n{what} before the first iteration ended; nothing to save: {again}")
-        else:
+        elif done == run.state.iteration:
             print(f"\n{what}; saved after iteration {done}; continue: {again}")
+        else:
+            print(f"\n{what} during iteration {run.state.iteration + 1}; the checkpoint of "
+                  f"iteration {done} is kept; continue: {again}")  # fmt: skip
         return 143 if isinstance(exc, Terminated) else 130
     summary = json.loads((out / "summary.json").read_text())
     print(
         f"done: {run.state.iteration} iterations, {run.state.env_steps:,} env steps; "
         f"{_final_line(summary)}; {summary['training_seconds_this_session']:.1f} s"
     )
-    qd = "qd.npz, " if cfg.qd_every else ""
+    qd = "qd.npz, " if (out / "qd.npz").exists() else ""
     print(
         f"results in {out}/ (metrics.csv, scalars.csv, {qd}config.json, summary.json, "
         f"tensorboard/, {CHECKPOINT})"
@@ -307,8 +296,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
 def cmd_modes(args: argparse.Namespace) -> int:
     for name, mode in MODES.items():
-        print(f"{name:18s} {mode.description}\n{'':18s} [{operator_names(name)}]")
-    print("(Every(k, ...) shows the default period; config.json records the one a run used)")
+        print(f"{name:18s} {mode.description}\n{'':18s} [{mode_operators(name)}]")
+    print(f"estimators: {', '.join(ESTIMATORS.names())}; config.json records a run's operators")
     return 0
 
 

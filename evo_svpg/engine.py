@@ -6,12 +6,14 @@ only advances the state and hands each iteration's :class:`IterationRecord` to t
 
 from __future__ import annotations
 
-import copy
 import os
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import threadpoolctl
@@ -20,15 +22,21 @@ import torch
 from evo_svpg.behaviour import Describer, bounded
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
-from evo_svpg.estimators import A2C, Reinforce
 from evo_svpg.evaluation import Evaluator
 from evo_svpg.metrics import ReturnWindow, pooling_window
-from evo_svpg.modes import MODES, Layout
-from evo_svpg.operators import Context, Operator, ParticleStateHolder, PopulationState
-from evo_svpg.operators.measure import MeasureQD
+from evo_svpg.modes import Layout
+from evo_svpg.operators import (
+    Build,
+    Context,
+    Operator,
+    ParticleStateHolder,
+    PopulationState,
+    component_name,
+    contract_of,
+)
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
-from evo_svpg.qd import GridArchive, Visitation
+from evo_svpg.registry import ESTIMATORS, MODES, OPERATORS
 from evo_svpg.sampler import Sampler
 
 
@@ -63,6 +71,14 @@ class Run:
     operators: list[Operator]
     state: PopulationState
     returns: ReturnWindow
+    # False while an iteration is half done: only a state at an iteration boundary is saved.
+    at_boundary: bool = True
+
+    def components(self) -> list[tuple[str, object]]:
+        """``(key, component)`` of everything with per-run state, operators by position and
+        name, then the estimator: how checkpoints key their state and clones are re-indexed."""
+        keyed = [(f"{i}:{component_name(op)}", op) for i, op in enumerate(self.operators)]
+        return [*keyed, (f"estimator:{component_name(self.ctx.estimator)}", self.ctx.estimator)]
 
     @property
     def pooling_window(self) -> int:
@@ -144,12 +160,20 @@ def set_threads(threads: int = 1) -> None:
     torch.set_num_threads(threads)
 
 
-def build_run(cfg: RunConfig) -> Run:
-    """Envs, policies, estimator and operators of ``cfg``, at iteration 0."""
+def build_run(
+    cfg: RunConfig, extra_operators: Sequence[Operator | Callable[[Build], Operator]] = ()
+) -> Run:
+    """Envs, policies, estimator and operators of ``cfg``, at iteration 0.
+
+    The operators are the registered ones of ``cfg`` (its mode's, then the measures it
+    enables) with ``extra_operators`` (operators, or factories given the run's
+    :class:`~evo_svpg.operators.Build`) inserted after the mode's own;
+    :func:`check_composition` refuses a composition that reads a field before anything
+    writes it.
+    """
     check_device(cfg.device)
     set_threads(1)
-    mode = MODES[cfg.mode]
-    layout = mode.layout(cfg)
+    layout = MODES.get(cfg.mode).layout(cfg)
     _check_memory(cfg, layout)
     time_limit = cfg.max_episode_steps or None
     env = make_batched_env(
@@ -157,110 +181,69 @@ def build_run(cfg: RunConfig) -> Run:
     )
     spec = policy_spec_for(env, cfg)
     params = spec.init_params(layout.policies, torch.Generator().manual_seed(cfg.subseed(0)))
-    shards = ParticleShards(layout.policies, cfg.threads)
-    operators = mode.build(cfg, spec)
-    describer = None
-    if cfg.qd_every or any(getattr(op, "needs_behaviours", False) for op in operators):
-        describer = Describer.for_env(cfg.descriptor, spec, env)
+    b = Build(cfg, spec, env, layout.policies, ParticleShards(layout.policies, cfg.threads))
+    estimator_entry = ESTIMATORS.get(cfg.estimator)
+    estimator = estimator_entry.build(b)
+    names = cfg.operator_names
+    n_mode = len(MODES.get(cfg.mode).operators)
+    operators = [OPERATORS.get(name).build(b) for name in names]
+    operators[n_mode:n_mode] = [
+        op if hasattr(op, "state_dict") else op(b) for op in extra_operators
+    ]
+    needs = check_composition(cfg, spec, operators, estimator_entry.capabilities)
+    describer = Describer.for_env(cfg["behaviour"].descriptor, spec, env) if (
+        "behaviours" in needs
+    ) else None  # fmt: skip
     sampler = Sampler(env, spec, layout.policies, seed=cfg.subseed(1), describer=describer)
-    if cfg.estimator == "reinforce":
-        estimator = Reinforce(spec, cfg.gamma, cfg.device, shards)
-    else:
-        estimator = A2C(
-            spec, layout.policies, cfg.subseed(2), cfg.gamma, cfg.gae_lambda,
-            cfg.critic_hidden_sizes, cfg.critic_lr, cfg.critic_epochs, cfg.device, shards,
-        )  # fmt: skip
-    steps_per_env = layout.steps_per_policy // layout.envs_per_policy
     evaluator = Evaluator(
-        cfg.env, spec, cfg.eval_episodes, cfg.subseed(3),
-        descriptor=cfg.descriptor if cfg.qd_every else None, max_episode_steps=time_limit,
+        cfg.env, spec, cfg["evaluation"].eval_episodes, cfg.subseed(3),
+        descriptor=cfg["behaviour"].descriptor if "evaluation_log" in needs else None,
+        max_episode_steps=time_limit,
     )  # fmt: skip
-    if cfg.qd_every:
+    if "evaluation_log" in needs:
         evaluator.log = []  # candidate evaluations are offered to the QD grid archive too
-        operators.append(_measure_qd(cfg, spec, env, describer, time_limit))
+    steps_per_env = layout.steps_per_policy // layout.envs_per_policy
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
     window = ReturnWindow(pooling_window(env.max_episode_steps, steps_per_env), layout.policies)
     return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params), window)
 
 
-def _measure_qd(
-    cfg: RunConfig, spec: PolicySpec, env: BatchedEnv, describer, time_limit: int | None
-) -> MeasureQD:
-    """The QD records of a run (README "Novelty and quality diversity"). Appended last: it
-    drains the evaluator's log of the iteration's evaluations (which is not checkpointed)."""
-    tester = Evaluator(
-        cfg.env, spec, cfg.qd_eval_episodes, cfg.subseed(4), deterministic=True,
-        descriptor=cfg.descriptor, max_episode_steps=time_limit,
-    )  # fmt: skip
-    space = env.single_observation_space
-    if not (bounded(space.low[:2]) and bounded(space.high[:2])):
+def check_composition(cfg: RunConfig, spec: PolicySpec, operators: list, capabilities) -> set:
+    """The union of the operators' ``needs``; ValueError if an operator reads a state field that
+    no operator before it writes in the iteration, if the estimator lacks a capability the
+    run uses, or if nothing writes the rollout the metrics are made of."""
+    written = {"params"}
+    needs: set[str] = set()
+    action_space = "discrete" if spec.discrete else "continuous"
+    if action_space not in capabilities.action_spaces:
         raise ValueError(
-            f"qd_every={cfg.qd_every} records the (x, v) = observation[0:2] visitation, which "
-            f"needs bounded observations; {cfg.env} has low {space.low[:2].tolist()}, high "
-            f"{space.high[:2].tolist()} (use qd_every=0)"
+            f"estimator={cfg.estimator!r} handles {sorted(capabilities.action_spaces)} actions; "
+            f"{cfg.env} has {action_space} actions"
         )
-    return MeasureQD(
-        tester,
-        cfg.qd_every,
-        GridArchive(describer.bounds, cfg.qd_cells, cfg.qd_offset),
-        GridArchive(describer.bounds, cfg.qd_cells, cfg.qd_offset),
-        Visitation(space.low[:2], space.high[:2]),
-    )
-
-
-def run_state_dict(run: Run) -> dict:
-    """A deep copy of everything a resumed run needs to continue bit-identically."""
-    state = run.state
-    return copy.deepcopy(
-        {
-            "config": run.config.to_dict(),
-            "returns": run.returns.state_dict(),
-            "iteration": state.iteration,
-            "env_steps": state.env_steps,
-            "params": state.params,
-            "operators": [op.state_dict() for op in run.operators],
-            "estimator": run.ctx.estimator.state_dict(),
-            "sampler": run.ctx.sampler.state_dict(),
-            "evaluator": run.ctx.evaluator.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-    )
-
-
-RESUME_OVERRIDABLE = ("iterations", "budget", "device", "threads", "checkpoint_every")
-
-
-def load_run_state(run: Run, payload: dict, source: str = "checkpoint") -> None:
-    """Continue ``run`` from ``payload`` (:func:`run_state_dict`); ValueError naming ``source``
-    if the checkpoint belongs to a run with other settings or does not fit this one."""
-    saved = payload.get("config")
-    if not isinstance(saved, dict):
-        raise ValueError(f"{source} has no run config: it is not a checkpoint of evo_svpg")
-    current = run.config.to_dict()
-    differ = sorted(
-        k for k in set(saved) | set(current)
-        if k not in RESUME_OVERRIDABLE and saved.get(k) != current.get(k)
-    )  # fmt: skip
-    if differ:
-        raise ValueError(
-            f"{source} belongs to a run with other settings ({', '.join(differ)}: "
-            f"{[saved.get(k) for k in differ]} there, {[current.get(k) for k in differ]} here)"
-        )
-    try:
-        run.state.params.copy_(payload["params"])  # in place: the sampler's view stays valid
-        for op, op_state in zip(run.operators, payload["operators"], strict=True):
-            op.load_state_dict(op_state)
-        run.ctx.estimator.load_state_dict(payload["estimator"])
-        run.ctx.sampler.load_state_dict(payload["sampler"])
-        run.ctx.evaluator.load_state_dict(payload["evaluator"])
-        run.returns.load_state_dict(payload["returns"])
-        torch.set_rng_state(payload["torch_rng"])
-        iteration, env_steps = payload["iteration"], payload["env_steps"]
-        if type(iteration) is not int or type(env_steps) is not int or iteration < 0:
-            raise TypeError(f"iteration={iteration!r}, env_steps={env_steps!r}")
-    except (KeyError, IndexError, TypeError, RuntimeError, AttributeError) as exc:
-        raise ValueError(f"{source} does not fit this run ({type(exc).__name__}: {exc})") from None
-    run.state.iteration, run.state.env_steps = iteration, env_steps
+    for i, op in enumerate(operators):
+        contract = contract_of(op)
+        missing = sorted(contract.reads - written)
+        if missing:
+            raise ValueError(
+                f"mode={cfg.mode!r}: operator {i} ({component_name(op)}) reads {missing}, which "
+                f"no operator before it writes (written by then: {sorted(written)})"
+            )
+        if (
+            "estimator" in contract.needs
+            and "episode_signal" in written
+            and not (capabilities.episode_signal)
+        ):
+            raise ValueError(
+                f"estimator={cfg.estimator!r} is not supported by mode={cfg.mode!r}, whose "
+                f"operators set an episode-level signal; choose one of "
+                f"{[n for n, e in ESTIMATORS.items() if e.capabilities.episode_signal]} "
+                f"({capabilities.why_no_episode_signal})"
+            )
+        written |= contract.writes
+        needs |= contract.needs
+    if "rollout" not in written:
+        raise ValueError(f"mode={cfg.mode!r} has no operator that writes the rollout")
+    return needs
 
 
 def _record(state: PopulationState, seconds: float, steps_before: int) -> IterationRecord:
@@ -293,34 +276,66 @@ def finished(run: Run) -> bool:
     return state.iteration >= cfg.iterations or 0 < cfg.budget <= state.env_steps
 
 
-def _apply(run: Run, state: PopulationState) -> PopulationState:
-    """One iteration: every operator in order; clones made by selection inherit particle state."""
+class Hook(Protocol):
+    """Sees every operator call of :func:`run_iteration` (``evo_svpg.testing.check_operator``)."""
+
+    def before(self, op: object, state: PopulationState) -> None: ...
+    def after(self, op: object, state: PopulationState) -> None: ...
+
+
+def run_iteration(run: Run, hook: Hook | None = None) -> IterationRecord:
+    """One iteration: every operator in order on the state the previous one returned; clones
+    made by selection inherit their parent's per-particle state (every component's
+    ``reindex``). ``hook`` sees each operator call before and after it."""
+    run.at_boundary = False
+    start = time.perf_counter()
+    state = run.state
+    state.clear_iteration()
+    steps_before = state.env_steps
     for op in run.operators:
+        if hook is not None:
+            hook.before(op, state)
         state = op(state, run.ctx)
+        if not isinstance(state, PopulationState):
+            raise TypeError(
+                f"operator {component_name(op)} returned {type(state).__name__}, not a "
+                "PopulationState: an operator returns the state it was given, or a new one"
+            )
+        if hook is not None:
+            hook.after(op, state)
         if state.parents is not None:
-            for holder in (*run.operators, run.ctx.estimator):
-                if isinstance(holder, ParticleStateHolder):
-                    holder.reindex(state.parents)
+            for _, component in run.components():
+                if isinstance(component, ParticleStateHolder):
+                    component.reindex(state.parents)
             state.parents = None
-    return state
+    state.iteration += 1
+    run.state = state
+    record = _record(state, time.perf_counter() - start, steps_before)
+    record.window_best, record.window_mean = run.returns.add(record.return_mean, record.episodes)
+    state.rollout = None  # free the buffers before the callbacks run
+    run.at_boundary = True
+    return record
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM during training, handled like Ctrl-C: the last completed iteration is saved."""
+    """SIGTERM during training, handled like Ctrl-C: the run stops at an iteration's end."""
 
 
 class _StopSignals:
     """SIGINT/SIGTERM handlers for the length of :func:`train`, in the main thread.
 
-    The first signal raises (``KeyboardInterrupt`` or :class:`Terminated`) wherever training is;
-    any later one only takes note until the callbacks' saves are done, so a second Ctrl-C
-    cannot cut a save short. Python runs handlers in the main thread whichever thread the OS
-    picked, so this also holds while particle-shard threads compute.
+    The first signal asks the run to stop once the current iteration has completed (so what
+    is saved is a whole iteration and nothing has to be copied in advance); a second one stops
+    it at once, keeping the checkpoint already on disk; any later one only takes note until the
+    callbacks' saves are done, so it cannot cut a save short. Python runs handlers in the main
+    thread whichever thread the OS picked, so this also holds while particle-shard threads
+    compute.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
+        self.requested: int | None = None  # the first signal, honoured at the iteration's end
         self.stopping = False
         self.pending: list[int] = []
         self.active = threading.current_thread() is threading.main_thread()
@@ -336,8 +351,19 @@ class _StopSignals:
         if self.stopping:
             self.pending.append(signum)
             return
+        if self.requested is None:
+            self.requested = signum
+            note = "\nstopping after this iteration (Ctrl-C again: stop now, losing it)\n"
+            os.write(sys.stderr.fileno(), note.encode())
+            return
         self.stopping = True
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
+
+    def honour(self) -> None:
+        """At an iteration boundary: stop now if a signal asked for it."""
+        if self.requested is not None:
+            self.stopping = True
+            raise Terminated if self.requested == signal.SIGTERM else KeyboardInterrupt
 
     def restore(self) -> None:
         for s, handler in self.previous.items():
@@ -347,10 +373,11 @@ class _StopSignals:
 def train(run: Run, callbacks: list | tuple = ()) -> Run:
     """Run iterations until :func:`finished`; callbacks see every completed iteration.
 
-    On any exception (Ctrl-C, SIGTERM, a non-finite gradient), in an iteration or in the
-    callbacks' ``on_end``, callbacks get ``on_interrupt`` while further signals wait
-    (:class:`_StopSignals`, main thread only), then the exception propagates; the
-    state of a half-done iteration is never reported as completed. Every callback's
+    A first Ctrl-C or SIGTERM stops the run when the current iteration has completed. On any
+    exception (that stop, a second Ctrl-C, a non-finite gradient), in an iteration or in the
+    callbacks, callbacks get ``on_interrupt`` while further signals wait (main thread only),
+    then the exception propagates. ``run.at_boundary`` tells them whether the state is a
+    completed iteration's (saved) or a half-done one's (never saved). Every callback's
     ``on_close`` runs last, whatever happened.
     """
     signals = _StopSignals()
@@ -359,17 +386,8 @@ def train(run: Run, callbacks: list | tuple = ()) -> Run:
             cb.on_start(run)
         try:
             while not finished(run):
-                start = time.perf_counter()
-                state = run.state
-                state.scalars = {}
-                steps_before = state.env_steps
-                state = _apply(run, state)
-                state.iteration += 1
-                record = _record(state, time.perf_counter() - start, steps_before)
-                record.window_best, record.window_mean = run.returns.add(
-                    record.return_mean, record.episodes
-                )
-                state.rollout = None  # free the buffers before the callbacks run
+                signals.honour()
+                record = run_iteration(run)
                 for cb in callbacks:
                     cb.on_iteration(run, record)
             for cb in callbacks:

@@ -22,8 +22,21 @@ import numpy as np
 from evo_svpg.behaviour import Describer
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
+from evo_svpg.settings import Settings, positive_int, register_settings, setting
 
 logger = logging.getLogger("evo_svpg")
+
+
+@register_settings
+@dataclass(frozen=True)
+class EvaluationSettings(Settings):
+    """Used by every operator that ``needs`` the evaluator (CEM, CMA-ES, ERL)."""
+
+    section, title = "evaluation", "fresh-episode evaluation of candidates"
+    eval_episodes: int = setting(
+        1, "fresh episodes per evaluated candidate (CEM-RL, ERL: 1)", key="eval_episodes",
+        check=positive_int,
+    )  # fmt: skip
 
 
 @dataclass

@@ -16,14 +16,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
 
 import numpy as np
 
 from evo_svpg.cli import check_run_flags
-from evo_svpg.config import RunConfig
+from evo_svpg.config import all_keys
 from evo_svpg.metrics import FINAL_SHARE, EpisodeTotals
 from evo_svpg.plot import load_curves, run_window
 from evo_svpg.report import strict_json
@@ -54,7 +53,7 @@ RESERVED = {
 }
 # Every flag of `evo-svpg run` (to see which one an abbreviation stands for, as argparse does).
 RUN_FLAGS = frozenset(
-    ["--" + f.name.replace("_", "-") for f in fields(RunConfig)]
+    ["--" + key.replace("_", "-") for key in all_keys()]
     + ["--config", "--out", "--resume", "--help"]
 )
 

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from evo_svpg.behaviour import DESCRIPTORS, Describer, effort, get_descriptor, scale
 from evo_svpg.envs import make_batched_env
+from evo_svpg.envs.base import ObservationRoles
 from evo_svpg.evaluation import Evaluator
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler
@@ -17,10 +18,11 @@ from evo_svpg.sampler import Sampler
 DISCRETE = PolicySpec(2, 3, True, (8,))
 CONTINUOUS = PolicySpec(2, 1, False, (8,), action_low=(-1.0,), action_high=(1.0,))
 X_RANGE, V_RANGE = (-1.2, 0.6), (-0.07, 0.07)
+XV = ObservationRoles(position=0, velocity=1)  # MountainCar's, as hand-made buffers are
 
 
 def _describer(name: str, spec: PolicySpec = DISCRETE, n_envs: int = 1) -> Describer:
-    return Describer(name, spec, X_RANGE, V_RANGE, 200, n_envs)
+    return Describer(name, spec, X_RANGE, V_RANGE, 200, n_envs, roles=XV)
 
 
 def _buffers(xs: list[float], vs: list[float], actions: list[int]):
@@ -163,10 +165,10 @@ def test_effort_and_scaling():
 def test_bad_descriptor_settings_get_clear_errors():
     with pytest.raises(ValueError, match=r"descriptor='speed'.*'extremes', 'final_state', 'gep'"):
         get_descriptor("speed")
-    with pytest.raises(ValueError, match=r"observation\[0\] and \[1\].*1 dimension"):
-        Describer("extremes", PolicySpec(1, 2, True, (4,)), X_RANGE, V_RANGE, 200, 1)
+    with pytest.raises(ValueError, match=r"reads observation\[0, 1\] \(x, v\).*1 dimension"):
+        Describer("extremes", PolicySpec(1, 2, True, (4,)), X_RANGE, V_RANGE, 200, 1, roles=XV)
     with pytest.raises(ValueError, match=r"needs finite observation bounds"):
-        Describer("final_state", DISCRETE, X_RANGE, (-np.inf, np.inf), 200, 1)
+        Describer("final_state", DISCRETE, X_RANGE, (-np.inf, np.inf), 200, 1, roles=XV)
 
 
 def test_evaluator_describes_its_episodes_consistently_with_their_outcome():

@@ -16,10 +16,10 @@ import torch
 
 from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV
 from evo_svpg.checkpoint import load_checkpoint
-from evo_svpg.cli import main
+from evo_svpg.cli import check_run_flags, main
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import build_run, train
-from evo_svpg.modes import MODES, operator_names
+from evo_svpg.modes import MODES, mode_operators
 from evo_svpg.plot import load_curves
 from evo_svpg.sampler import NonFiniteError
 
@@ -118,10 +118,10 @@ def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_pa
 def test_every_mode_resumes_to_the_same_metrics_and_diagnostics(mode, tmp_path):
     # A2C exercises the most state (critic, its Adam); modes that refuse it run REINFORCE.
     try:
-        RunConfig(mode=mode, estimator="a2c")
+        check_run_flags(["--mode", mode, *TINY, *TINY_EXTENSIONS, "--estimator", "a2c"])
         estimator = "a2c"
-    except ValueError:
-        estimator = "reinforce"
+    except ValueError as exc:  # the modes whose operators set an episode-level signal
+        estimator = "reinforce" if "episode-level signal" in str(exc) else str(exc)
     args = ["--mode", mode, *TINY, *TINY_EXTENSIONS, "--estimator", estimator]
     assert _run(*args, "--out", str(tmp_path / "full")) == 0
     part = tmp_path / "part"
@@ -164,7 +164,7 @@ KILL_SCRIPT = textwrap.dedent(
     import os, signal, sys
     from pathlib import Path
     from evo_svpg.callbacks import Callback
-    from evo_svpg.cli import main
+    from evo_svpg.cli import check_run_flags, main
 
     class KillAt(Callback):
         def on_iteration(self, run, record):
@@ -252,16 +252,23 @@ def test_short_pure_run_clearly_improves_over_its_first_iteration(tmp_path):
     ("args", "message"),
     [
         (["--mode", "nope"], r"invalid choice: 'nope' \(choose from .*pure.*cem-per-particle.*erl"),
-        (["--cem-candidates", "7"], r"cem_candidates=7 must be even"),
-        (["--cem-elites", "12"], r"cem_elites=12 must be <= cem_candidates \+ 1 = 9"),
+        (["--mode", "cem-per-particle", "--cem-candidates", "7"], r"cem_candidates=7 must be even"),
+        (
+            ["--mode", "cmaes-per-particle", "--cem-elites", "12"],
+            r"cem_elites=12 must be <= cem_candidates \+ 1 = 9",
+        ),
+        (["--cem-candidates", "-2"], r"cem_candidates=-2 must be a positive integer"),  # any mode
         (["--mode", "select", "--select-fraction", "0.01"], r"select_fraction=0.01 replaces .* 0"),
-        (["--erl-migrants", "9"], r"erl_migrants=9 must be <= erl_population - elites = 8"),
+        (
+            ["--mode", "erl", "--erl-migrants", "9"],
+            r"erl_migrants=9 must be <= erl_population - elites = 8",
+        ),
         (
             ["--mode", "erl", "--particles", "3", "--erl-migrants", "5"],
             r"erl_migrants=5 must be <= particles=3",
         ),
         (["--budget", "-1"], r"budget=-1 must be an integer >= 0"),
-        (["--estimator", "ppo"], r"choose from .*reinforce.*a2c"),
+        (["--estimator", "ppo"], r"choose from .*'a2c', 'reinforce'"),
         (["--env", "NoSuchEnv-v9"], r"CartPole-v1.*Pendulum-v1|Pendulum-v1.*CartPole-v1"),
         (["--bandwidth", "wide"], r"bandwidth='wide'.*'svgd', 'svpg_code'"),
         (["--bandwidth", "-1"], r"bandwidth=-1.0 must be a positive number"),
@@ -287,7 +294,7 @@ def test_config_file_is_loaded_flags_override_and_errors_name_the_problem(tmp_pa
                     'iterations = 1\nhidden_sizes = [8]\nalpha = 3.0\n')  # fmt: skip
     assert _run("--config", str(good), "--alpha", "5", "--out", str(tmp_path / "r")) == 0
     saved = json.loads((tmp_path / "r" / "config.json").read_text())["config"]
-    assert (saved["particles"], saved["alpha"], saved["hidden_sizes"]) == (2, 5.0, [8])
+    assert (saved["particles"], saved["svgd"]["alpha"], saved["hidden_sizes"]) == (2, 5.0, [8])
 
     bad_key = tmp_path / "bad.toml"
     bad_key.write_text("particle = 3\n")
@@ -359,7 +366,7 @@ def test_readme_mode_table_lists_exactly_the_registered_modes():
     rows = re.findall(r"^\| `([a-z-]+)` \|.*\| ([^|]+) \|$", table, flags=re.M)
     assert [name for name, _ in rows] == list(MODES)
     for name, operators in rows:  # the operators column is what the registry builds
-        assert operators == operator_names(name), name
+        assert operators == mode_operators(name), name
 
 
 def test_ci_installs_exactly_as_the_readme_says():

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from evo_svpg.envs.base import NumpyBatchedEnv
+from evo_svpg.envs.base import NumpyBatchedEnv, register_fast_path
 from evo_svpg.envs.libm import libm_square
 
 __all__ = ["AcrobotBatchedEnv"]
@@ -150,3 +150,6 @@ class AcrobotBatchedEnv(NumpyBatchedEnv):
         obs[:, 3] = np.sin(theta2)
         obs[:, 4:] = ns[:, 2:]
         return obs, reward, terminated
+
+
+register_fast_path(AcrobotBatchedEnv)

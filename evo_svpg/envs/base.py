@@ -20,7 +20,41 @@ from typing import Any, ClassVar
 import gymnasium
 import numpy as np
 
-__all__ = ["BatchedEnv", "NumpyBatchedEnv", "StepResult", "check_num_envs"]
+from evo_svpg.registry import FAST_PATHS, OBSERVATION_ROLES
+
+__all__ = [
+    "BatchedEnv",
+    "NumpyBatchedEnv",
+    "ObservationRoles",
+    "StepResult",
+    "check_num_envs",
+    "register_fast_path",
+]
+
+
+@dataclass(frozen=True)
+class ObservationRoles:
+    """Which observation entries are a position ``x`` and a velocity ``v``: what behaviour
+    descriptors and the QD visitation counts read. An env declares them in its own module
+    (:func:`register_fast_path`, or ``OBSERVATION_ROLES.add(env_id, ...)`` for a gymnasium id);
+    descriptors refuse an env that declares none."""
+
+    position: int
+    velocity: int
+
+    @property
+    def indices(self) -> list[int]:
+        return [self.position, self.velocity]
+
+
+def register_fast_path(
+    cls: type[NumpyBatchedEnv], roles: ObservationRoles | None = None
+) -> type[NumpyBatchedEnv]:
+    """Make ``cls`` the batched implementation of ``cls.env_id`` (and declare its roles)."""
+    FAST_PATHS.add(cls.env_id, cls)
+    if roles is not None:
+        OBSERVATION_ROLES.add(cls.env_id, roles)
+    return cls
 
 
 @dataclass

@@ -13,7 +13,7 @@ import math
 import numpy as np
 from gymnasium import spaces
 
-from evo_svpg.envs.base import NumpyBatchedEnv
+from evo_svpg.envs.base import NumpyBatchedEnv, ObservationRoles, register_fast_path
 
 __all__ = ["CartPoleBatchedEnv"]
 
@@ -105,3 +105,7 @@ class CartPoleBatchedEnv(NumpyBatchedEnv):
         np.greater(self._abs, self._thresholds, out=self._out)
         terminated = self._out[:, 0] | self._out[:, 1]
         return s.astype(np.float32), np.ones(self.num_envs), terminated
+
+
+# Descriptors read the cart's position and velocity: observation[0] and [1].
+register_fast_path(CartPoleBatchedEnv, ObservationRoles(position=0, velocity=1))

@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from evo_svpg.envs.base import NumpyBatchedEnv
+from evo_svpg.envs.base import NumpyBatchedEnv, ObservationRoles, register_fast_path
 
 __all__ = ["MountainCarBatchedEnv", "MountainCarContinuousBatchedEnv"]
 
@@ -169,3 +169,8 @@ class MountainCarContinuousBatchedEnv(NumpyBatchedEnv):
         a64 = a.astype(np.float64)
         reward -= a64 * a64 * 0.1  # exact: a float32's square fits in float64, so it is libm's
         return self._s.astype(np.float32), reward, terminated
+
+
+# Descriptors read the car's position and velocity: observation[0] and [1].
+register_fast_path(MountainCarBatchedEnv, ObservationRoles(position=0, velocity=1))
+register_fast_path(MountainCarContinuousBatchedEnv, ObservationRoles(position=0, velocity=1))

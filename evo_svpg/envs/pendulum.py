@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 from gymnasium import spaces
 
-from evo_svpg.envs.base import NumpyBatchedEnv
+from evo_svpg.envs.base import NumpyBatchedEnv, register_fast_path
 from evo_svpg.envs.libm import libm_square
 
 __all__ = ["PendulumBatchedEnv"]
@@ -82,3 +82,6 @@ class PendulumBatchedEnv(NumpyBatchedEnv):
         thdot[...] = newthdot
         np.negative(costs, out=costs)
         return self._obs(newth, newthdot), costs, np.zeros(n, dtype=bool)
+
+
+register_fast_path(PendulumBatchedEnv)

@@ -7,33 +7,15 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from evo_svpg.envs.acrobot import AcrobotBatchedEnv
-from evo_svpg.envs.base import BatchedEnv, NumpyBatchedEnv, check_num_envs
-from evo_svpg.envs.cartpole import CartPoleBatchedEnv
+# The built-in fast paths register themselves (register_fast_path) when their module loads.
+from evo_svpg.envs import acrobot, cartpole, mountain_car, pendulum, sparse_mountain_car  # noqa: F401
+from evo_svpg.envs.base import BatchedEnv, check_num_envs
 from evo_svpg.envs.generic import GenericVectorEnv
-from evo_svpg.envs.mountain_car import MountainCarBatchedEnv, MountainCarContinuousBatchedEnv
-from evo_svpg.envs.pendulum import PendulumBatchedEnv
-from evo_svpg.envs.sparse_mountain_car import (
-    MountainCarContinuousSparseBatchedEnv,
-    MountainCarSparseBatchedEnv,
-)
+from evo_svpg.registry import FAST_PATHS
 
 __all__ = ["FAST_PATH_IDS", "make_batched_env"]
 
-_FAST_PATH: dict[str, type[NumpyBatchedEnv]] = {
-    cls.env_id: cls
-    for cls in (
-        CartPoleBatchedEnv,
-        AcrobotBatchedEnv,
-        MountainCarBatchedEnv,
-        MountainCarContinuousBatchedEnv,
-        PendulumBatchedEnv,
-        MountainCarSparseBatchedEnv,
-        MountainCarContinuousSparseBatchedEnv,
-    )
-}
-
-FAST_PATH_IDS: tuple[str, ...] = tuple(_FAST_PATH)
+FAST_PATH_IDS: tuple[str, ...] = tuple(FAST_PATHS)  # the built-in ones; FAST_PATHS is live
 
 
 def _check_max_episode_steps(max_episode_steps: Any) -> int | None:
@@ -70,8 +52,8 @@ def make_batched_env(
     """
     num_envs = check_num_envs(num_envs)
     max_episode_steps = _check_max_episode_steps(max_episode_steps)
-    cls = _FAST_PATH.get(env_id)
-    if cls is not None:
+    if env_id in FAST_PATHS:
+        cls = FAST_PATHS.get(env_id)
         env = cls(num_envs, seed=seed)
         if max_episode_steps is not None:  # shadows the class default for this instance only
             env.max_episode_steps = max_episode_steps
@@ -81,13 +63,13 @@ def make_batched_env(
     except (gymnasium.error.Error, ModuleNotFoundError) as err:
         raise ValueError(
             f"unknown environment id {env_id!r} ({err}): the fast-path ids are "
-            f"{', '.join(FAST_PATH_IDS)}; any id registered with gymnasium also works "
+            f"{', '.join(FAST_PATHS.names())}; any id registered with gymnasium also works "
             "(through the slower generic path)"
         ) from err
     return GenericVectorEnv(
         env_id,
         num_envs,
         seed=seed,
-        reason=f"it is not one of the fast-path ids {FAST_PATH_IDS}",
+        reason=f"it is not one of the fast-path ids {tuple(FAST_PATHS.names())}",
         max_episode_steps=max_episode_steps,
     )

@@ -29,6 +29,7 @@ import gymnasium
 import numpy as np
 from gymnasium.envs.classic_control import Continuous_MountainCarEnv, MountainCarEnv
 
+from evo_svpg.envs.base import ObservationRoles, register_fast_path
 from evo_svpg.envs.mountain_car import MountainCarBatchedEnv, MountainCarContinuousBatchedEnv
 
 __all__ = [
@@ -116,3 +117,5 @@ def register_sparse_envs() -> None:
 
 
 register_sparse_envs()
+for _cls in (MountainCarSparseBatchedEnv, MountainCarContinuousSparseBatchedEnv):
+    register_fast_path(_cls, ObservationRoles(position=0, velocity=1))

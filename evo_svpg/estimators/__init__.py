@@ -1,8 +1,12 @@
-"""Policy-gradient estimators: ``gradient(theta [n, d], rollout) -> ∇J [n, d]``."""
+"""Policy-gradient estimators: ``gradient(theta [n, d], rollout) -> ∇J [n, d]``.
+
+Each registers itself in :data:`evo_svpg.registry.ESTIMATORS` with its declared
+:class:`~evo_svpg.estimators.base.Capabilities` (README "Recipes: an estimator").
+"""
 
 from evo_svpg.estimators.a2c import A2C
+from evo_svpg.estimators.base import Capabilities, register_estimator
 from evo_svpg.estimators.reinforce import Reinforce
+from evo_svpg.registry import ESTIMATORS
 
-ESTIMATORS = ("reinforce", "a2c")
-
-__all__ = ["A2C", "ESTIMATORS", "Reinforce"]
+__all__ = ["A2C", "ESTIMATORS", "Capabilities", "Reinforce", "register_estimator"]

@@ -12,10 +12,39 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from evo_svpg.estimators.base import Capabilities, register_estimator
 from evo_svpg.estimators.pg import CHUNK, gae, particle_major, score_gradient, standardize
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec, forward_torch
 from evo_svpg.sampler import Rollout
+from evo_svpg.settings import (
+    Settings,
+    closed_unit,
+    finite_positive,
+    parse_sizes,
+    positive_int,
+    positive_sizes,
+    register_settings,
+    setting,
+)
+
+
+@register_settings
+@dataclass(frozen=True)
+class A2CSettings(Settings):
+    section, title = "a2c", "the a2c estimator's critics"
+    gae_lambda: float = setting(0.95, "GAE λ (a2c only)", key="gae_lambda", check=closed_unit)
+    critic_hidden_sizes: tuple[int, ...] = setting(
+        (64, 64), "critic MLP hidden sizes (a2c only)", key="critic_hidden_sizes",
+        check=positive_sizes, parse=parse_sizes,
+    )  # fmt: skip
+    critic_lr: float = setting(
+        1e-3, "critic Adam learning rate (a2c only)", key="critic_lr", check=finite_positive
+    )
+    critic_epochs: int = setting(
+        2, "critic passes over each iteration's data (a2c only)", key="critic_epochs",
+        check=positive_int,
+    )  # fmt: skip
 
 
 @dataclass
@@ -152,3 +181,26 @@ class A2C:
         self.generator.set_state(state["generator"])
         self.target_mean = state["target_mean"].clone()
         self.target_std = state["target_std"].clone()
+
+
+def _build(b) -> A2C:
+    s = b.cfg["a2c"]
+    return A2C(
+        b.spec, b.policies, b.subseed(2), b.cfg.gamma, s.gae_lambda, s.critic_hidden_sizes,
+        s.critic_lr, s.critic_epochs, b.cfg.device, b.shards,
+    )  # fmt: skip
+
+
+register_estimator(
+    "a2c",
+    _build,
+    Capabilities(
+        episode_signal=False,
+        why_no_episode_signal=(
+            "an episode-level signal is cut at the iteration boundary, which a2c's critic "
+            "would bootstrap past"
+        ),
+    ),
+    "a value network per particle, GAE(γ, λ) advantages",
+    ("a2c",),
+)

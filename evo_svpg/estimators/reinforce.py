@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from evo_svpg.estimators.base import Capabilities, register_estimator
 from evo_svpg.estimators.pg import (
     particle_major,
     returns_to_go,
@@ -49,3 +50,11 @@ class Reinforce:
 
     def load_state_dict(self, state: dict) -> None:
         pass
+
+
+register_estimator(
+    "reinforce",
+    lambda b: Reinforce(b.spec, b.cfg.gamma, b.cfg.device, b.shards),
+    Capabilities(episode_signal=True),
+    "REINFORCE, standardised discounted returns-to-go (seed eq. 8)",
+)

@@ -1,7 +1,13 @@
-"""Operators: the steps an iteration is composed of, ``op(state, ctx) -> state``."""
+"""Operators: the steps an iteration is composed of, ``op(state, ctx) -> state``.
 
+Importing this package registers the built-in operators in :data:`evo_svpg.registry.OPERATORS`.
+"""
+
+from evo_svpg.operators import erl, measure, novelty, selection, variation  # noqa: F401
 from evo_svpg.operators.base import (
+    Build,
     Context,
+    Contract,
     Estimator,
     Evaluator,
     Every,
@@ -10,6 +16,8 @@ from evo_svpg.operators.base import (
     PopulationState,
     ReportsPolicies,
     Stateless,
+    component_name,
+    contract_of,
     evaluate,
     ranking_key,
     require_finite,
@@ -24,8 +32,10 @@ from evo_svpg.operators.gradient import (
 
 __all__ = [
     "AdamAscent",
+    "Build",
     "CollectRollouts",
     "Context",
+    "Contract",
     "Estimator",
     "Evaluator",
     "Every",
@@ -37,6 +47,8 @@ __all__ = [
     "ReportsPolicies",
     "Stateless",
     "SteinDirection",
+    "component_name",
+    "contract_of",
     "evaluate",
     "ranking_key",
     "require_finite",

@@ -1,9 +1,18 @@
 """What every operator sees: the population state, the context, and the small shared protocols.
 
-An operator is ``op(state, ctx) -> state``. A mode (see :mod:`evo_svpg.modes`) is a sequence of
-operators that the engine runs once per iteration. Operators that keep state across iterations
-(Adam moments, CEM variances, an evolutionary population) expose ``state_dict`` /
-``load_state_dict`` so checkpoints capture them.
+An operator is ``op(state, ctx) -> state``; the engine continues with the state it returns
+(the same object, changed in place, or a new one). A mode (see :mod:`evo_svpg.modes`) is a
+sequence of operators that the engine runs once per iteration. Operators that keep state across
+iterations (Adam moments, CEM variances, an evolutionary population) expose ``state_dict`` /
+``load_state_dict`` so checkpoints capture them; ``state_dict`` is called only when a
+checkpoint is written, so it may return references to the operator's own arrays.
+
+The contract (:class:`Contract`) is declared with class attributes, each with a default:
+``needs`` (what the run must build for it: ``sampler``, ``estimator``, ``evaluator``,
+``behaviours``, ``evaluation_log``), ``reads`` and ``writes`` (fields of
+:class:`PopulationState`; ``episode_signal`` is the rollout's). ``build_run`` refuses a
+composition in which an operator reads a field that nothing before it in the iteration wrote;
+:func:`evo_svpg.testing.check_operator` checks an operator against the rest of the contract.
 
 Selection replaces particles by copies of others. Such an operator sets ``state.parents``
 (``[n]`` int64: row ``i`` now descends from row ``parents[i]``); the engine then calls
@@ -14,14 +23,18 @@ inherits its parent's optimiser moments and critic (see README "Cloned particles
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import NonFiniteError, Rollout, Sampler
+
+STATE_FIELDS = ("params", "rollout", "episode_signal", "grads", "direction", "fitness", "parents")
+RESOURCES = ("sampler", "estimator", "evaluator", "behaviours", "evaluation_log")
 
 
 class Estimator(Protocol):
@@ -36,7 +49,8 @@ class Evaluator(Protocol):
 
 @dataclass
 class PopulationState:
-    """What flows through an iteration. ``params`` is shared with the numpy sampler."""
+    """What flows through an iteration. Only ``params`` (and the counters) carry over from one
+    iteration to the next: the engine clears the per-iteration fields before each iteration."""
 
     params: Tensor  # [n, d] float32 on CPU
     iteration: int = 0  # completed iterations
@@ -53,6 +67,11 @@ class PopulationState:
         """1-based number of the iteration being computed (``iteration`` counts finished ones)."""
         return self.iteration + 1
 
+    def clear_iteration(self) -> None:
+        """Forget the per-iteration fields (what an operator may read must be written anew)."""
+        self.rollout = self.grads = self.direction = self.fitness = self.parents = None
+        self.scalars = {}
+
 
 @dataclass
 class Context:
@@ -65,10 +84,60 @@ class Context:
     evaluator: Evaluator | None = None  # fresh-episode returns of any [m, d] batch of policies
 
 
+@dataclass(frozen=True)
+class Build:
+    """What a component's factory may read when a run is built (see ``registry.OPERATORS``).
+
+    ``cfg`` is the run's :class:`~evo_svpg.config.RunConfig` (``cfg["cem"]`` is a section);
+    ``env`` the sampler's batched env (spaces, time limit); ``policies`` the population size.
+    """
+
+    cfg: Any
+    spec: PolicySpec
+    env: Any
+    policies: int
+    shards: ParticleShards | None = None
+
+    def subseed(self, stream: int) -> int:
+        return self.cfg.subseed(stream)
+
+
 class Operator(Protocol):
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState: ...
     def state_dict(self) -> dict: ...
     def load_state_dict(self, state: dict) -> None: ...
+
+
+@dataclass(frozen=True)
+class Contract:
+    """What an operator needs from the run and which state fields it reads and writes."""
+
+    needs: frozenset[str] = frozenset()
+    reads: frozenset[str] = frozenset({"params"})
+    writes: frozenset[str] = frozenset({"params"})
+
+
+def contract_of(op: object) -> Contract:
+    """``op``'s declared contract; undeclared parts take :class:`Contract`'s defaults."""
+    default = Contract()
+    parts = {
+        name: frozenset(getattr(op, name, getattr(default, name)))
+        for name in ("needs", "reads", "writes")
+    }
+    for name, valid in (("needs", RESOURCES), ("reads", STATE_FIELDS), ("writes", STATE_FIELDS)):
+        unknown = sorted(parts[name] - set(valid))
+        if unknown:
+            raise ValueError(
+                f"{type(op).__name__} declares {name}={sorted(parts[name])}: {unknown} not in "
+                f"{list(valid)}"
+            )
+    return Contract(**parts)
+
+
+def component_name(op: object) -> str:
+    """The name a component's state is checkpointed under (its class; ``Every`` is see-through)."""
+    inner = getattr(op, "op", None) if isinstance(op, Every) else None
+    return component_name(inner) if inner is not None else type(op).__name__
 
 
 @runtime_checkable
@@ -119,9 +188,18 @@ class Every:
         if isinstance(self.op, ParticleStateHolder):
             self.op.reindex(parents)
 
+    # The wrapped operator's contract, whole.
     @property
-    def needs_behaviours(self) -> bool:
-        return getattr(self.op, "needs_behaviours", False)
+    def needs(self) -> frozenset[str]:
+        return contract_of(self.op).needs
+
+    @property
+    def reads(self) -> frozenset[str]:
+        return contract_of(self.op).reads
+
+    @property
+    def writes(self) -> frozenset[str]:
+        return contract_of(self.op).writes
 
 
 def require_finite(x: Tensor, what: str, state: PopulationState) -> None:

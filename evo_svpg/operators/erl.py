@@ -34,10 +34,19 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evo_svpg.operators.base import Context, PopulationState, evaluate, ranking_key
+from evo_svpg.operators.base import Build, Context, PopulationState, evaluate, ranking_key
 from evo_svpg.operators.selection import tournament_winners, worst_first
 from evo_svpg.policy import PolicySpec
+from evo_svpg.registry import OPERATORS, ComponentEntry
 from evo_svpg.rng import PythonRandomState, private_python_random
+from evo_svpg.settings import (
+    Settings,
+    fraction_count,
+    open_unit,
+    positive_int,
+    register_settings,
+    setting,
+)
 
 MUTATION_PROB = 0.9  # per non-elite actor
 MUTATION_FRACTION = 0.1  # up to ceil(0.1 · size) weights per matrix
@@ -45,6 +54,42 @@ MUTATION_STRENGTH = 0.1  # w += N(0, (0.1 w)²)
 SUPER_MUTATION_PROB, SUPER_MUTATION_STRENGTH = 0.05, 10.0  # w += N(0, (10 w)²)
 RESET_PROB = 0.05  # w = N(0, 1)
 WEIGHT_CLAMP = 1e6
+
+
+@register_settings
+@dataclass(frozen=True)
+class ERLSettings(Settings):
+    section, title = "erl", "an ERL population beside the particles"
+    population: int = setting(
+        10, "actors of the evolutionary population (ERL: 10)", check=positive_int
+    )
+    elite_fraction: float = setting(
+        0.2, "elite fraction of that population (ERL: 0.1-0.3)", check=open_unit
+    )
+    tournament: int = setting(3, "tournament size of ERL's selection (ERL: 3)", check=positive_int)
+    sync_every: int = setting(
+        5, "iterations between copies of particles into it (ERL: 1-10)", check=positive_int
+    )
+    migrants: int = setting(
+        2, "best SVPG particles copied over its worst members per sync", check=positive_int
+    )
+
+    @property
+    def elites(self) -> int:
+        """``int(fraction · size)``, at least 1 (as in ERL's code)."""
+        return max(1, fraction_count(self.elite_fraction, self.population))
+
+    def check_run(self, cfg) -> None:
+        if self.migrants > self.population - self.elites:
+            raise ValueError(
+                f"erl_migrants={self.migrants} must be <= erl_population - elites = "
+                f"{self.population - self.elites} (migrants never overwrite the elites)"
+            )
+        if self.migrants > cfg.particles:
+            raise ValueError(
+                f"erl_migrants={self.migrants} must be <= particles={cfg.particles} (each sync "
+                "copies that many distinct particles)"
+            )
 
 
 def mutate(spec: PolicySpec, pop: Tensor, rows: Tensor, generator: torch.Generator) -> None:
@@ -104,6 +149,8 @@ class ERLPopulation:
     )
     generator: torch.Generator = field(init=False)
     python_random: PythonRandomState = field(init=False)
+    needs = frozenset({"evaluator"})
+    reads, writes = frozenset({"params", "fitness"}), frozenset()
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -190,3 +237,15 @@ class ERLPopulation:
         self.outcomes = dict(state["outcomes"])
         self.generator.set_state(state["generator"])
         self.python_random.state = state["python_random"]
+
+
+def _erl(b: Build) -> ERLPopulation:
+    s = b.cfg["erl"]
+    return ERLPopulation(
+        b.spec, s.population, s.elites, s.tournament, s.sync_every, s.migrants, b.subseed(14)
+    )
+
+
+OPERATORS.add(
+    "erl", ComponentEntry("erl", _erl, ("erl", "evaluation"), "an ERL population beside SVPG")
+)

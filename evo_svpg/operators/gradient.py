@@ -2,14 +2,63 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from evo_svpg.operators.base import Context, PopulationState, Stateless, require_finite
-from evo_svpg.svgd import svgd_direction, svpg_direction_and_bandwidth
+from evo_svpg.operators.base import Build, Context, PopulationState, Stateless, require_finite
+from evo_svpg.registry import OPERATORS, ComponentEntry
+from evo_svpg.settings import Settings, finite_positive, is_number, register_settings, setting
+from evo_svpg.svgd import BANDWIDTH_CONVENTIONS, svgd_direction, svpg_direction_and_bandwidth
+
+
+def _bandwidth(key: str, value: Any) -> None:
+    if isinstance(value, str):
+        if value not in BANDWIDTH_CONVENTIONS:
+            raise ValueError(
+                f"{key}={value!r} is not valid; choose one of {list(BANDWIDTH_CONVENTIONS)} or "
+                "a positive number"
+            )
+    elif not is_number(value) or not 0 < value < math.inf:
+        raise ValueError(
+            f"{key}={value!r} must be a positive number or one of {BANDWIDTH_CONVENTIONS}"
+        )
+
+
+def _parse_bandwidth(text: str) -> str | float:
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+@register_settings
+@dataclass(frozen=True)
+class SVGDSettings(Settings):
+    section, title = "svgd", "SVPG's Stein direction (seed eq. 6)"
+    alpha: float = setting(
+        10.0, "SVPG temperature α: ∇J is divided by α (seed: 10)", key="alpha",
+        check=finite_positive,
+    )  # fmt: skip
+    bandwidth: str | float = setting(
+        "svgd", "kernel bandwidth: a convention name or a positive h", key="bandwidth",
+        check=_bandwidth, parse=_parse_bandwidth,
+    )  # fmt: skip
+
+
+@register_settings
+@dataclass(frozen=True)
+class AdamSettings(Settings):
+    section, title = "adam", "Adam ascent on the particles"
+    lr: float = setting(
+        5e-3, "Adam learning rate on the [n, d] particles (original code: 5e-3)", key="lr",
+        check=finite_positive,
+    )  # fmt: skip
 
 
 class CollectRollouts(Stateless):
@@ -18,6 +67,9 @@ class CollectRollouts(Stateless):
     Also sets ``fitness [n]``: each particle's mean return over the episodes that ended in this
     rollout (NaN if none did), the free fitness that selection operators rank by.
     """
+
+    needs = frozenset({"sampler"})
+    reads, writes = frozenset({"params"}), frozenset({"rollout", "fitness"})
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         rollout = ctx.sampler.collect(state.params.numpy(), ctx.steps_per_env)
@@ -32,6 +84,9 @@ class CollectRollouts(Stateless):
 class PolicyGradient(Stateless):
     """``grads [n, d]`` = the estimator's ∇J of every particle from this iteration's rollout."""
 
+    needs = frozenset({"estimator"})
+    reads, writes = frozenset({"params", "rollout"}), frozenset({"grads"})
+
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         state.grads = ctx.estimator.gradient(state.params, state.rollout)
         require_finite(state.grads, "policy gradient", state)
@@ -45,6 +100,7 @@ class SteinDirection(Stateless):
 
     alpha: float
     bandwidth: str | float
+    reads, writes = frozenset({"params", "grads"}), frozenset({"direction"})
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         state.direction, h = svpg_direction_and_bandwidth(
@@ -62,6 +118,8 @@ class SteinDirection(Stateless):
 class OwnGradient(Stateless):
     """Each particle blindly follows its own gradient (independent workers, joint worker)."""
 
+    reads, writes = frozenset({"grads"}), frozenset({"direction"})
+
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         state.direction = state.grads
         return state
@@ -69,7 +127,7 @@ class OwnGradient(Stateless):
 
 @dataclass
 class AdamAscent:
-    """Adam *ascent* on the whole ``[n, d]`` tensor, in place (the sampler shares its memory).
+    """Adam *ascent* on the whole ``[n, d]`` tensor ``params``, in place.
 
     Elementwise, so one (m, v) state over the matrix is per-particle Adam, as in the original
     code (β1 0.9, β2 0.999, ε 1e-8, bias-corrected).
@@ -82,6 +140,7 @@ class AdamAscent:
     m: Tensor | None = None
     v: Tensor | None = None
     t: int = 0
+    reads, writes = frozenset({"direction"}), frozenset({"params"})
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         g = state.direction
@@ -110,3 +169,21 @@ class AdamAscent:
 
     def load_state_dict(self, state: dict) -> None:
         self.m, self.v, self.t = state["m"], state["v"], state["t"]
+
+
+def _register(
+    name: str, build: Callable[[Build], object], doc: str, sections: tuple[str, ...] = ()
+) -> None:
+    OPERATORS.add(name, ComponentEntry(name, build, sections, doc))
+
+
+_register("collect", lambda b: CollectRollouts(), "every particle samples its env steps")
+_register("policy-gradient", lambda b: PolicyGradient(), "the estimator's ∇J of every particle")
+_register(
+    "stein",
+    lambda b: SteinDirection(b.cfg["svgd"].alpha, b.cfg["svgd"].bandwidth),
+    "SVPG direction: kernel-smoothed ∇J/α plus repulsion",
+    ("svgd",),
+)
+_register("own-gradient", lambda b: OwnGradient(), "each particle follows its own ∇J")
+_register("adam", lambda b: AdamAscent(b.cfg["adam"].lr), "Adam ascent", ("adam",))

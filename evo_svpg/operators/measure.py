@@ -28,9 +28,35 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from evo_svpg.behaviour import Describer, bounded
 from evo_svpg.evaluation import EvalEpisodes, Evaluator
-from evo_svpg.operators.base import Context, PopulationState
+from evo_svpg.operators.base import Build, Context, PopulationState
 from evo_svpg.qd import GridArchive, Visitation
+from evo_svpg.registry import OPERATORS, ComponentEntry
+from evo_svpg.settings import (
+    Settings,
+    finite,
+    off_or_positive_int,
+    positive_int,
+    register_settings,
+    setting,
+)
+
+
+@register_settings
+@dataclass(frozen=True)
+class QDSettings(Settings):
+    section, title = "qd", "quality-diversity records (observed, never fed back)"
+    every: int = setting(
+        0, "iterations between deterministic success tests; 0: no QD records",
+        check=off_or_positive_int,
+    )  # fmt: skip
+    eval_episodes: int = setting(
+        1, "episodes per particle in a deterministic success test", check=positive_int
+    )
+    cells: int = setting(32, "grid-archive cells per descriptor dimension", check=positive_int)
+    offset: float = setting(0.0, "QD-score offset: Σ over filled cells of (best − offset)",
+                            check=finite)  # fmt: skip
 
 
 @dataclass
@@ -40,9 +66,12 @@ class MeasureQD:
     grid: GridArchive  # over the descriptor's bounds: charged episodes only
     test_grid: GridArchive  # same bounds: the deterministic test episodes
     visitation: Visitation  # over the observation bounds of (x, v)
+    position_velocity: list[int] = field(default_factory=lambda: [0, 1])  # observation indices
     first_success_env_steps: int = field(default=-1, init=False)
     measure_env_steps: int = field(default=0, init=False)
-    needs_behaviours = True
+    needs = frozenset({"behaviours", "evaluation_log"})
+    reads, writes = frozenset({"params", "rollout"}), frozenset()
+    arrays_file = "qd.npz"  # written by the OperatorArrays callback with each checkpoint
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         behaviours = state.rollout.behaviours
@@ -50,7 +79,7 @@ class MeasureQD:
         for episodes in ctx.evaluator.take_log():
             self._offer(self.grid, episodes)
         # Each step's end state: terminal (goal) states are in final_obs only.
-        self.visitation.add(state.rollout.final_obs[..., :2].reshape(-1, 2))
+        self.visitation.add(state.rollout.final_obs[..., self.position_velocity].reshape(-1, 2))
         if state.current_iteration % self.every == 0:
             self._test(state)
         s = state.scalars
@@ -110,3 +139,43 @@ class MeasureQD:
         self.grid.load_state_dict(state["grid"])
         self.test_grid.load_state_dict(state["test_grid"])
         self.visitation.load_state_dict(state["visitation"])
+
+
+def _measure_qd(b: Build) -> MeasureQD:
+    """The QD records of a run (README "Novelty and quality diversity"). Appended after the
+    mode's operators: it drains the evaluator's log of the iteration's evaluations."""
+    cfg, qd = b.cfg, b.cfg["qd"]
+    descriptor = cfg["behaviour"].descriptor
+    describer = Describer.for_env(descriptor, b.spec, b.env)
+    tester = Evaluator(
+        cfg.env, b.spec, qd.eval_episodes, b.subseed(4), deterministic=True,
+        descriptor=descriptor, max_episode_steps=cfg.max_episode_steps or None,
+    )  # fmt: skip
+    space = b.env.single_observation_space
+    xv = describer.roles.indices
+    if not (bounded(space.low[xv]) and bounded(space.high[xv])):
+        raise ValueError(
+            f"qd_every={qd.every} records the (x, v) = observation{xv} visitation, which "
+            f"needs bounded observations; {cfg.env} has low {space.low[xv].tolist()}, high "
+            f"{space.high[xv].tolist()} (use qd_every=0)"
+        )
+    return MeasureQD(
+        tester,
+        qd.every,
+        GridArchive(describer.bounds, qd.cells, qd.offset),
+        GridArchive(describer.bounds, qd.cells, qd.offset),
+        Visitation(space.low[xv], space.high[xv]),
+        xv,
+    )
+
+
+OPERATORS.add(
+    "measure-qd",
+    ComponentEntry(
+        "measure-qd",
+        _measure_qd,
+        ("qd", "behaviour"),
+        "grid archive, visitation and success tests",
+        appended_when=lambda cfg: cfg["qd"].every > 0,
+    ),
+)

@@ -22,13 +22,16 @@ the archive, one entry per particle per iteration (NS-ES adds its updated parent
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from evo_svpg.behaviour import Behaviours, scale
 from evo_svpg.novelty import NoveltyArchive
-from evo_svpg.operators.base import Context, PopulationState
+from evo_svpg.operators.base import Build, Context, PopulationState
+from evo_svpg.registry import OPERATORS, ComponentEntry
+from evo_svpg.settings import Settings, is_number, positive_int, register_settings, setting
 
 
 def spread_over_segments(
@@ -70,7 +73,8 @@ class _ArchiveHolder:
     k: int
     archive_size: int
     archive: NoveltyArchive | None = field(default=None, init=False)
-    needs_behaviours = True
+    needs = frozenset({"behaviours"})
+    reads = frozenset({"rollout"})
 
     def _archive(self, dim: int) -> NoveltyArchive:
         if self.archive is None:
@@ -98,6 +102,7 @@ class NoveltySignal(_ArchiveHolder):
     """Rewards of the rollout ← per-segment novelty (or its mix with the return)."""
 
     weight: float = 1.0
+    writes = frozenset({"episode_signal"})
 
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         b = _behaviours(state)
@@ -130,6 +135,8 @@ class NoveltySignal(_ArchiveHolder):
 class NoveltyFitness(_ArchiveHolder):
     """``state.fitness [n]`` ← novelty of each particle's behaviour (own entry excluded)."""
 
+    writes = frozenset({"fitness"})
+
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         b = _behaviours(state)
         population, archive = self._population(b)
@@ -139,3 +146,52 @@ class NoveltyFitness(_ArchiveHolder):
         state.scalars["novelty_fitness_mean"] = float(state.fitness.mean())
         state.scalars["archive_size"] = float(len(archive))
         return state
+
+
+def _novelty_weight(key: str, value: float) -> None:
+    if not is_number(value) or not 0 < value < 1:
+        raise ValueError(
+            f"{key}={value!r} must be a number in (0, 1) (the mode `novelty` is weight 1, "
+            "`pure` is weight 0)"
+        )
+
+
+@register_settings
+@dataclass(frozen=True)
+class NoveltySettings(Settings):
+    section, title = "novelty", "novelty search (NS-ES's kNN novelty over an archive)"
+    k: int = setting(
+        10, "nearest neighbours averaged by novelty (NS-ES: 10)", key="novelty_k",
+        check=positive_int,
+    )  # fmt: skip
+    archive_size: int = setting(
+        100_000, "novelty archive bound; the oldest entry goes first", key="archive_size",
+        check=positive_int,
+    )  # fmt: skip
+    weight: float = setting(
+        0.5, "weight of z(novelty) vs z(return) (novelty-reward)", key="novelty_weight",
+        check=_novelty_weight,
+    )  # fmt: skip
+
+
+def _register(name: str, build: Callable[[Build], object], doc: str) -> None:
+    OPERATORS.add(name, ComponentEntry(name, build, ("novelty", "behaviour"), doc))
+
+
+_register(
+    "novelty-signal",
+    lambda b: NoveltySignal(b.cfg["novelty"].k, b.cfg["novelty"].archive_size, weight=1.0),
+    "each episode's signal ← its novelty",
+)
+_register(
+    "novelty-reward-signal",
+    lambda b: NoveltySignal(
+        b.cfg["novelty"].k, b.cfg["novelty"].archive_size, weight=b.cfg["novelty"].weight
+    ),
+    "each episode's signal ← w·z(novelty) + (1 − w)·z(return)",
+)
+_register(
+    "novelty-fitness",
+    lambda b: NoveltyFitness(b.cfg["novelty"].k, b.cfg["novelty"].archive_size),
+    "fitness ← each particle's novelty",
+)

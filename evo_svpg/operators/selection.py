@@ -17,9 +17,58 @@ import torch
 from deap import tools
 from torch import Tensor
 
-from evo_svpg.config import fraction_count
-from evo_svpg.operators.base import Context, PopulationState, ranking_key
+from evo_svpg.operators.base import Build, Context, Every, PopulationState, ranking_key
+from evo_svpg.registry import OPERATORS, ComponentEntry
 from evo_svpg.rng import PythonRandomState, private_python_random
+from evo_svpg.settings import (
+    Settings,
+    finite_nonnegative,
+    finite_positive,
+    fraction_count,
+    open_unit,
+    positive_int,
+    register_settings,
+    replaces_at_least_one,
+    setting,
+)
+
+
+@register_settings
+@dataclass(frozen=True)
+class SelectSettings(Settings):
+    section, title = "select", "tournament replacement of the worst particles"
+    every: int = setting(10, "iterations between selections (select)", check=positive_int)
+    fraction: float = setting(
+        0.25, "worst fraction replaced at each selection (select)", check=open_unit
+    )
+    tournament: int = setting(
+        3, "tournament size among the survivors (select; ERL: 3)", check=positive_int
+    )
+    mutation_std: float = setting(
+        0.005, "std of the Gaussian mutation of copies (select)", check=finite_positive
+    )
+
+    def check_run(self, cfg) -> None:
+        replaces_at_least_one("select_fraction", self.fraction, cfg.particles)
+
+
+@register_settings
+@dataclass(frozen=True)
+class EvolutionSettings(Settings):
+    section, title = "evolution", "the original SVPG code's bottom overwrite"
+    every: int = setting(
+        20, "iterations between replacements (original SVPG code: 20)", check=positive_int
+    )
+    fraction: float = setting(
+        0.25, "bottom fraction overwritten (original SVPG code: 0.25)", check=open_unit
+    )
+    noise: float = setting(
+        0.01, "c in copy + c·(U[0,1) − 0.5) (original SVPG code: 0.01)",
+        check=finite_nonnegative,
+    )  # fmt: skip
+
+    def check_run(self, cfg) -> None:
+        replaces_at_least_one("evolution_fraction", self.fraction, cfg.particles)
 
 
 class _Individual(NamedTuple):
@@ -63,6 +112,7 @@ class TournamentReplacement:
     seed: int
     python_random: PythonRandomState = field(init=False)
     generator: torch.Generator = field(init=False)
+    reads, writes = frozenset({"params", "fitness"}), frozenset({"params", "parents"})
 
     def __post_init__(self) -> None:
         self.python_random = PythonRandomState(self.seed)
@@ -122,6 +172,7 @@ class BottomOverwrite:
     noise: float
     seed: int
     rng: np.random.Generator = field(init=False)
+    reads, writes = frozenset({"params", "fitness"}), frozenset({"params", "parents"})
 
     def __post_init__(self) -> None:
         self.rng = np.random.default_rng(self.seed)
@@ -146,3 +197,25 @@ def _lineage(n: int, replaced: np.ndarray, parents: np.ndarray) -> Tensor:
     lineage = np.arange(n)
     lineage[replaced] = parents
     return torch.from_numpy(lineage)
+
+
+def _select(b: Build) -> Every:
+    s = b.cfg["select"]
+    return Every(
+        s.every, TournamentReplacement(s.fraction, s.tournament, s.mutation_std, b.subseed(12))
+    )
+
+
+def _evolution(b: Build) -> Every:
+    s = b.cfg["evolution"]
+    return Every(s.every, BottomOverwrite(s.fraction, s.noise, b.subseed(13)))
+
+
+OPERATORS.add(
+    "select",
+    ComponentEntry("select", _select, ("select",), "worst particles ← mutated tournament winners"),
+)
+OPERATORS.add(
+    "evolution",
+    ComponentEntry("evolution", _evolution, ("evolution",), "bottom ← copies of survivors"),
+)

@@ -18,8 +18,65 @@ from torch import Tensor
 
 from evo_svpg.cem import mirrored_samples, next_floor, sep_cem_update
 from evo_svpg.cma_state import capture_state, restore_state
-from evo_svpg.operators.base import Context, PopulationState, evaluate
+from evo_svpg.operators.base import Build, Context, PopulationState, evaluate
+from evo_svpg.registry import OPERATORS, ComponentEntry
 from evo_svpg.rng import Randn, numpy_random_state, private_numpy_random
+from evo_svpg.settings import (
+    Settings,
+    finite_nonnegative,
+    finite_positive,
+    positive_int,
+    register_settings,
+    setting,
+)
+
+
+@register_settings
+@dataclass(frozen=True)
+class CEMSettings(Settings):
+    """Sources of the defaults: CEM-RL (Pourchot & Sigaud 2019)."""
+
+    section, title = "cem", "CEM (and CMA-ES) around each particle"
+    candidates: int = setting(
+        8, "K sampled candidates per particle, cem/cmaes (even)", check=positive_int
+    )
+    elites: int = setting(
+        4, "elites among the K+1 evaluated (CEM-RL: half the population)", check=positive_int
+    )
+    init_var: float = setting(
+        1e-3, "initial per-parameter variance (CEM-RL sigma_init)", check=finite_positive
+    )
+    floor: float = setting(
+        1e-3, "initial variance floor; ×0.95 toward cem_floor_limit (CEM-RL)",
+        check=finite_positive,
+    )  # fmt: skip
+    floor_limit: float = setting(
+        1e-5, "limit of the decaying variance floor (CEM-RL)", check=finite_nonnegative
+    )
+
+    def check_run(self, cfg) -> None:
+        if self.candidates % 2:
+            raise ValueError(
+                f"cem_candidates={self.candidates} must be even (mirrored sampling draws "
+                "candidates in ± pairs)"
+            )
+        if self.elites > self.candidates + 1:
+            raise ValueError(
+                f"cem_elites={self.elites} must be <= cem_candidates + 1 = "
+                f"{self.candidates + 1} (the candidates plus the particle itself)"
+            )
+
+
+@register_settings
+@dataclass(frozen=True)
+class CMAESSettings(Settings):
+    section, title = "cmaes", "separable CMA-ES around each particle (K: cem_candidates)"
+    sigma0: float = setting(
+        0.0316, "initial CMA-ES step size (√ of cem_init_var by default)", check=finite_positive
+    )
+
+    def check_run(self, cfg) -> None:
+        CEMSettings.check_run(cfg["cem"], cfg)  # K mirrored as CEM's
 
 
 @dataclass
@@ -39,6 +96,7 @@ class CEMAroundParticles:
     seed: int
     var: Tensor | None = None  # [n, d] per-particle diagonal variance
     generator: torch.Generator = field(init=False)
+    needs = frozenset({"evaluator"})
 
     def __post_init__(self) -> None:
         self.generator = torch.Generator().manual_seed(self.seed)
@@ -101,6 +159,7 @@ class CMAESAroundParticles:
     seed: int
     strategies: list = field(default_factory=list)  # n pycma CMAEvolutionStrategy
     numpy_state: dict = field(init=False)
+    needs = frozenset({"evaluator"})
 
     def __post_init__(self) -> None:
         self.numpy_state = numpy_random_state(self.seed)
@@ -211,3 +270,25 @@ class CMAESAroundParticles:
                     ) from e
         self.strategies = strategies
         self.numpy_state = numpy_state
+
+
+def _cem(b: Build) -> CEMAroundParticles:
+    s = b.cfg["cem"]
+    return CEMAroundParticles(
+        s.candidates, s.elites, s.init_var, s.floor, s.floor_limit, b.subseed(10)
+    )
+
+
+def _cmaes(b: Build) -> CMAESAroundParticles:
+    return CMAESAroundParticles(b.cfg["cem"].candidates, b.cfg["cmaes"].sigma0, b.subseed(11))
+
+
+OPERATORS.add(
+    "cem", ComponentEntry("cem", _cem, ("cem", "evaluation"), "sep-CEM around each particle")
+)
+OPERATORS.add(
+    "cmaes",
+    ComponentEntry(
+        "cmaes", _cmaes, ("cem", "cmaes", "evaluation"), "sep-CMA-ES around each particle"
+    ),
+)
