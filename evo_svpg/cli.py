@@ -28,15 +28,10 @@ from evo_svpg.callbacks import (
 )
 from evo_svpg.checkpoint import load_checkpoint
 from evo_svpg.config import RunConfig, all_keys, flatten, load_toml, sections_for_help
-from evo_svpg.engine import (
-    RESUME_OVERRIDABLE,
-    Terminated,
-    build_run,
-    load_run_state,
-    train,
-)
+from evo_svpg.engine import Terminated, build_run, train
 from evo_svpg.modes import describe_operators, mode_operators
 from evo_svpg.registry import ESTIMATORS, MODES
+from evo_svpg.run_state import RESUME_OVERRIDABLE, load_run_state
 from evo_svpg.rundir import (
     RunLock,
     atomic_write_bytes,

@@ -6,6 +6,7 @@ only advances the state and hands each iteration's :class:`IterationRecord` to t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -154,7 +155,7 @@ def set_threads(threads: int = 1) -> None:
 
     Runs keep them at 1 and get parallelism from particle shards instead (:mod:`.parallel`):
     on the 2-vCPU machines this was developed on, two BLAS/OpenMP threads made the gradient
-    10-20x *slower* than one whenever another process was running (README "Speed").
+    10-20x *slower* than one whenever another process was running (docs/results/speed.md).
     """
     threadpoolctl.threadpool_limits(threads)
     torch.set_num_threads(threads)
@@ -353,8 +354,10 @@ class _StopSignals:
             return
         if self.requested is None:
             self.requested = signum
-            note = "\nstopping after this iteration (Ctrl-C again: stop now, losing it)\n"
-            os.write(sys.stderr.fileno(), note.encode())
+            # A handler may interrupt a write to stderr: then the note is dropped.
+            with contextlib.suppress(RuntimeError, OSError, ValueError):
+                print("\nstopping after this iteration (Ctrl-C again: stop now, losing it)",
+                      file=sys.stderr, flush=True)  # fmt: skip
             return
         self.stopping = True
         raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt

@@ -4,7 +4,8 @@ Each particle's parameter vector is laid out layer by layer: ``W_0`` (``[in, out
 ``b_0``, ``W_1``, ``b_1``, ... and, for continuous actions, a state-independent ``log_std``
 vector last (so the log-std is part of the SVPG particle, as in the original code). Stacked
 layer *views* ``[n, in, out]`` of the flat tensor let one matmul evaluate all particles at once:
-numpy for sampling (fastest on CPU, see README "Speed"), torch for the differentiable log-prob.
+numpy for sampling (fastest on CPU, see docs/results/speed.md), torch for the differentiable
+log-prob.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ class PolicySpec:
     activation: str = "tanh"
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
-    # The network sees (obs − obs_shift) · obs_scale (README "Observation scaling"); None: raw.
+    # The network sees (obs − obs_shift) · obs_scale (docs/design.md, "Observation scaling");
+    # None: raw.
     obs_shift: tuple[float, ...] | None = None
     obs_scale: tuple[float, ...] | None = None
 

@@ -1,5 +1,6 @@
-"""``check_operator``: does an operator keep the contract a run relies on? (cf. gymnasium's
-``check_env``.) For users' own operators as much as for the shipped ones::
+"""Checks of components against the contracts a run relies on (cf. gymnasium's ``check_env``),
+for users' own components as much as for the shipped ones: :func:`check_operator`,
+:func:`check_estimator` and :func:`check_fast_path`::
 
     from evo_svpg.testing import check_operator
     check_operator(MyOperator(...))                      # an instance, or
@@ -17,8 +18,10 @@ raises ``AssertionError`` naming it:
    (of a freshly built run) continues exactly as the uninterrupted run;
 6. ``reindex``: under a permutation with a clone (``parents``), every per-particle entry of its
    ``state_dict`` (a top-level entry with leading dimension ``n``, or a list of ``n`` items)
-   moves with its particle and nothing else changes; an operator with such state must have
-   ``reindex``. (Nested entries belong to the operator's own helpers, e.g. an evaluator's envs.)
+   moves with its particle; an operator with such state must have ``reindex``. (Nested entries
+   belong to the operator's helpers, e.g. an evaluator's envs or an optimiser, and are not
+   checked.)
+   The run's estimator is held to the same rule.
 """
 
 from __future__ import annotations
@@ -29,12 +32,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gymnasium
 import numpy as np
 import torch
 
 from evo_svpg.checkpoint import from_storable, load_checkpoint, save_checkpoint, to_storable
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import Run, build_run, run_iteration
+from evo_svpg.envs import make_batched_env
 from evo_svpg.operators.base import (
     STATE_FIELDS,
     Build,
@@ -44,6 +49,7 @@ from evo_svpg.operators.base import (
     component_name,
     contract_of,
 )
+from evo_svpg.operators.gradient import PolicyGradient
 from evo_svpg.registry import MODES
 from evo_svpg.run_state import load_run_state, run_state_dict
 
@@ -87,6 +93,52 @@ def check_operator(
         records = [_iteration(full, probe) for _ in range(iterations)]
         _check_resume(cfg, fresh, records, full, seed)
     _check_reindex(target, particles)
+    _check_reindex(full.ctx.estimator, particles)
+
+
+def check_estimator(name: str, **kwargs: Any) -> None:
+    """:func:`check_operator` on the policy-gradient step of a run with estimator ``name``
+    (registered): its state checkpoints and resumes exactly, its per-particle state moves with
+    ``reindex``. ``kwargs`` as for :func:`check_operator`."""
+    settings = {**kwargs.pop("settings", {}), "estimator": name}
+    check_operator(lambda b: PolicyGradient(), settings=settings, **kwargs)
+
+
+def check_fast_path(env_id: str, *, steps: int = 2000, seed: int = 0) -> None:
+    """The registered batched env of ``env_id`` equals ``gymnasium.make(env_id)`` step for step:
+    one env of each from the same seed, the same random actions, across resets (the batched env
+    resets itself, gymnasium's is reset unseeded, continuing its generator). AssertionError at
+    the first difference in an observation, reward or flag."""
+    batched = make_batched_env(env_id, 1, seed=seed)
+    if not batched.is_fast_path:
+        raise AssertionError(f"{env_id!r} has no registered fast path (register_fast_path)")
+    twin = gymnasium.make(env_id)
+    actions = np.random.default_rng(seed + 1)
+    space = batched.single_action_space
+    obs_b, (obs_g, _) = batched.reset(), twin.reset(seed=seed)
+    _same_step(obs_b[0], obs_g, "reset observation", 0)
+    for t in range(1, steps + 1):
+        if hasattr(space, "n"):
+            action = np.array([actions.integers(space.n)])
+        else:
+            action = actions.uniform(space.low, space.high)[None].astype(space.dtype)
+        res = batched.step(action)
+        obs_g, reward, terminated, truncated, _ = twin.step(action[0])
+        _same_step(res.final_obs[0], obs_g, "observation", t)
+        _same_step(res.reward[0], reward, "reward", t)
+        _same_step(res.terminated[0], terminated, "terminated", t)
+        _same_step(res.truncated[0], truncated, "truncated", t)
+        if terminated or truncated:
+            obs_g, _ = twin.reset()
+            _same_step(res.obs[0], obs_g, "reset observation", t)
+
+
+def _same_step(batched: Any, gym_value: Any, what: str, t: int) -> None:
+    if not np.array_equal(np.asarray(batched), np.asarray(gym_value)):
+        raise AssertionError(
+            f"check_fast_path: step {t}: {what} {np.asarray(batched).tolist()} (batched) != "
+            f"{np.asarray(gym_value).tolist()} (gymnasium)"
+        )
 
 
 def _iteration(run: Run, probe: _Probe | None = None):
@@ -232,10 +284,15 @@ def _check_reindex(op: Operator, n: int) -> None:
     op.reindex(parents)
     after = from_storable(to_storable(op.state_dict()))
     expected = _permuted(before, parents.numpy(), n)
-    if not _equal(after, expected):
-        _fail("reindex", f"{component_name(op)}.reindex({parents.tolist()}) did not move every "
-              f"per-particle entry ({per_particle or 'none found'}) with its particle, or "
-              "changed other state")  # fmt: skip
+    for path in per_particle:
+        key = path[len("state[") : -1]
+        key = next(k for k in before if repr(k) == key)
+        if not _equal(after[key], expected[key]):
+            _fail(
+                "reindex",
+                f"{component_name(op)}.reindex({parents.tolist()}) did not move {path} with "
+                "its particles",
+            )
 
 
 def _per_particle_paths(state: Any, n: int) -> list[str]:

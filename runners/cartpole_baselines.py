@@ -56,7 +56,9 @@ def _fmt(values: np.ndarray) -> str:
 def _parser() -> RunnerParser:
     parser = RunnerParser(prog="cartpole_baselines.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5, help="runs seeds 0..N-1 of every mode")
-    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (see README Speed)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="runs at a time (see docs/results/speed.md)"
+    )
     parser.add_argument("--out", type=Path, default=Path("results/cartpole_baselines"))
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags after --")

@@ -153,7 +153,7 @@ class ReturnsNothing(Stateless):
         (UnpaidEvaluation(), "env steps", r"added 0 to env_steps but .* took \d+ steps"),
         (ForgetfulNoise(), "checkpoint", "differs from the uninterrupted run"),
         (Momentum(), "reindex", r"state\['velocity'\]: leading size n=4\) but has no reindex"),
-        (WrongReindex(), "reindex", "did not move every per-particle entry"),
+        (WrongReindex(), "reindex", r"did not move state\['velocity'\] with its particles"),
         (Unsaveable(), "checkpoint", "data only: cannot checkpoint a Generator"),
         (ReadsTheSignal(), "composition", r"reads \['episode_signal'\], which no operator"),
         (ReturnsNothing(), "returns a state", "returned NoneType, not a PopulationState"),

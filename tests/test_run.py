@@ -376,17 +376,3 @@ def test_ci_installs_exactly_as_the_readme_says():
         assert step in ci
         assert step.replace(" -q", "") in readme
     assert os.access(ROOT / ".ci" / "run", os.X_OK)
-
-
-def test_readme_operator_example_runs_and_registers_a_working_mode():
-    readme = (ROOT / "README.md").read_text()
-    start = readme.index("```python", readme.index("### Writing an operator")) + len("```python")
-    code = readme[start : readme.index("```", start)]
-    namespace: dict = {}
-    try:
-        exec(compile(code, "README.md", "exec"), namespace)
-        spent = namespace["run"].state.env_steps
-        assert spent > 5 * 4 * 1000  # the perturbations' evaluations were paid for
-        assert namespace["run"].state.iteration == 5
-    finally:
-        MODES.pop("perturb", None)

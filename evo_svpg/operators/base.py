@@ -17,7 +17,7 @@ composition in which an operator reads a field that nothing before it in the ite
 Selection replaces particles by copies of others. Such an operator sets ``state.parents``
 (``[n]`` int64: row ``i`` now descends from row ``parents[i]``); the engine then calls
 ``reindex(parents)`` on every operator and estimator that keeps per-particle state, so a clone
-inherits its parent's optimiser moments and critic (see README "Cloned particles").
+inherits its parent's optimiser moments and critic (see docs/design.md "Cloned particles").
 """
 
 from __future__ import annotations

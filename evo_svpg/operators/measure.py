@@ -142,7 +142,7 @@ class MeasureQD:
 
 
 def _measure_qd(b: Build) -> MeasureQD:
-    """The QD records of a run (README "Novelty and quality diversity"). Appended after the
+    """The QD records of a run (docs/design.md, "Novelty and quality diversity"). Appended after the
     mode's operators: it drains the evaluator's log of the iteration's evaluations."""
     cfg, qd = b.cfg, b.cfg["qd"]
     descriptor = cfg["behaviour"].descriptor

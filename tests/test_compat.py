@@ -1,0 +1,53 @@
+"""Run directories of the previous release resume, and keyed checkpoints name a mismatch."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evo_svpg.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from evo_svpg.cli import main
+from evo_svpg.config import RunConfig
+from evo_svpg.engine import build_run, run_iteration
+from evo_svpg.run_state import load_run_state, run_state_dict
+
+OLD_RUNS = Path(__file__).resolve().parent / "data" / "v0.1_runs"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in OLD_RUNS.iterdir() if p.is_dir()))
+def test_a_run_directory_of_the_previous_release_resumes_to_its_metrics(name, tmp_path, capsys):
+    run_dir = tmp_path / name
+    shutil.copytree(OLD_RUNS / name, run_dir)
+    assert load_checkpoint(run_dir / "checkpoint.pt")["format_version"] == 2
+    assert main(["run", "--resume", str(run_dir), "--iterations", "4"]) == 0
+    assert "resuming" in capsys.readouterr().out
+    for file in ("metrics.csv", "scalars.csv"):
+        expected = (OLD_RUNS / name / "expected" / file).read_text()
+        assert (run_dir / file).read_text() == expected, file
+    assert load_checkpoint(run_dir / "checkpoint.pt")["format_version"] == FORMAT_VERSION
+
+
+def _small(**keys) -> RunConfig:
+    return RunConfig(particles=2, steps_per_particle=40, envs_per_particle=2, hidden_sizes=(8,),
+                     iterations=3, **keys)  # fmt: skip
+
+
+def test_component_state_is_keyed_and_a_mismatch_names_both_sides(tmp_path):
+    run = build_run(_small(mode="select", select_every=1, select_fraction=0.5))
+    run_iteration(run)
+    payload = run_state_dict(run)
+    assert list(payload["components"]) == [
+        "0:CollectRollouts", "1:PolicyGradient", "2:SteinDirection", "3:AdamAscent",
+        "4:TournamentReplacement", "estimator:Reinforce",
+    ]  # fmt: skip
+    save_checkpoint(tmp_path / "c.pt", payload)
+    other = build_run(_small(mode="select", select_every=1, select_fraction=0.5))
+    loaded = load_checkpoint(tmp_path / "c.pt")
+    loaded["components"]["5:Extra"] = loaded["components"].pop("4:TournamentReplacement")
+    with pytest.raises(ValueError, match=r"holds the state of .*'5:Extra'.*components are .*"
+                       r"'4:TournamentReplacement'"):  # fmt: skip
+        load_run_state(other, loaded, source="c.pt")
+    load_run_state(other, load_checkpoint(tmp_path / "c.pt"))
+    assert other.state.iteration == 1
