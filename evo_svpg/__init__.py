@@ -1,7 +1,8 @@
 """evo_svpg: population-based RL around the exact Stein Variational Policy Gradient update."""
 
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import Run, build_run, train
+from evo_svpg.engine import Run, build_run
+from evo_svpg.loop import train
 from evo_svpg.modes import MODES
 from evo_svpg.svgd import median_bandwidth, svgd_direction, svpg_direction
 

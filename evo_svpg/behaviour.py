@@ -73,7 +73,8 @@ def observation_roles(env_id: str, descriptor: str) -> ObservationRoles:
         raise ValueError(
             f"descriptor={descriptor!r} reads a position and a velocity from the observation, "
             f"and env {env_id!r} declares none; envs that do: {OBSERVATION_ROLES.names()} "
-            "(an env declares them in evo_svpg.registry.OBSERVATION_ROLES)"
+            "(name the entries with descriptor_obs, e.g. --descriptor-obs 0,1, or declare them "
+            "in evo_svpg.registry.OBSERVATION_ROLES)"
         )
     return OBSERVATION_ROLES.get(env_id)
 
@@ -106,6 +107,27 @@ for _name, _descriptor in {
     DESCRIPTORS.add(_name, _descriptor)
 
 
+def _two_indices(key: str, value) -> None:
+    if value == () or value == []:
+        return
+    if not (
+        isinstance(value, tuple | list)
+        and len(value) == 2
+        and all(type(i) is int and i >= 0 for i in value)
+    ):
+        raise ValueError(f"{key}={list(value) if isinstance(value, tuple) else value!r} must be "
+                         "two observation indices (x, v), e.g. 0,1, or empty")  # fmt: skip
+
+
+def _parse_indices(text: str) -> tuple[int, ...]:
+    if not text.strip():
+        return ()
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a comma-separated list of ints") from exc
+
+
 @register_settings
 @dataclass(frozen=True)
 class BehaviourSettings(Settings):
@@ -114,6 +136,15 @@ class BehaviourSettings(Settings):
         "extremes", "behaviour descriptor of an episode (novelty, QD archive)", key="descriptor",
         choices=DESCRIPTORS.names,
     )  # fmt: skip
+    observation: tuple[int, ...] = setting(
+        (), "observation indices of x,v that descriptors read (e.g. 0,1); empty: the env's "
+        "declared ones", key="descriptor_obs", check=_two_indices, parse=_parse_indices,
+    )  # fmt: skip
+
+    @property
+    def roles(self) -> ObservationRoles | None:
+        """The roles given by ``descriptor_obs``, or None: the env's declared ones."""
+        return ObservationRoles(*self.observation) if self.observation else None
 
 
 def bounded(values) -> bool:
@@ -279,9 +310,17 @@ class Describer:
         self.acc = Accumulator(self.descriptor, n_envs)
 
     @classmethod
-    def for_env(cls, name: str, spec: PolicySpec, env, n_envs: int | None = None) -> Describer:
-        """For ``env``'s declared observation roles and bounds (ValueError if it declares none)."""
-        roles = observation_roles(env.env_id, name)
+    def for_env(
+        cls,
+        name: str,
+        spec: PolicySpec,
+        env,
+        n_envs: int | None = None,
+        roles: ObservationRoles | None = None,
+    ) -> Describer:
+        """For ``roles`` (default: ``env``'s declared ones; ValueError if it declares none) and
+        the observation bounds of those entries."""
+        roles = roles or observation_roles(env.env_id, name)
         low, high = env.single_observation_space.low, env.single_observation_space.high
         x, v = roles.indices
         return cls(

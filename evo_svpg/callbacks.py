@@ -1,7 +1,7 @@
 """Observers of the training loop: CSV metrics, TensorBoard, checkpoints, progress.
 
 None of them changes the course of a run. Each sees ``on_start``, ``on_iteration`` (with the
-iteration's :class:`~evo_svpg.engine.IterationRecord`), then ``on_end`` or, if the loop (or an
+iteration's :class:`~evo_svpg.loop.IterationRecord`), then ``on_end`` or, if the loop (or an
 ``on_end``) stopped on an exception (Ctrl-C), ``on_interrupt``, which must only save what is
 needed to resume (the engine, in the main thread, holds further SIGINT and SIGTERM meanwhile),
 and finally ``on_close`` to release resources (TensorBoard's writer, files), which may be slow
@@ -21,7 +21,8 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from evo_svpg.checkpoint import save_checkpoint
-from evo_svpg.engine import IterationRecord, Run
+from evo_svpg.engine import Run
+from evo_svpg.loop import IterationRecord
 from evo_svpg.report import final_training_returns, fresh_evaluation, strict_json
 from evo_svpg.run_state import run_state_dict
 from evo_svpg.rundir import atomic_write_bytes
@@ -166,24 +167,30 @@ class Checkpointer(Callback):
     an iteration's end (Ctrl-C, SIGTERM), written atomically.
 
     Nothing is copied in between: a run stopped mid-iteration (a second Ctrl-C, a non-finite
-    gradient) keeps the checkpoint already on disk, never the half-done iteration's state.
+    gradient) keeps the checkpoint already on disk, never the half-done iteration's state. Put
+    it after the callbacks whose records must match the checkpoint (``metrics.csv``): it saves
+    an iteration only once its own ``on_iteration`` ran for it, i.e. once they recorded it.
     """
 
     def __init__(self, out: Path, every: int) -> None:
         self.path, self.every = out / CHECKPOINT, every
         self.saved_iteration = 0  # the iteration of the checkpoint on disk (0: none)
+        self.seen_iteration = 0  # the last iteration this callback (and those before it) saw
 
     def on_start(self, run: Run) -> None:
-        self.saved_iteration = run.state.iteration  # a resumed run's checkpoint
+        self.saved_iteration = self.seen_iteration = run.state.iteration  # a resumed run's
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        self.seen_iteration = record.iteration
         if record.iteration % self.every == 0:
             self._save(run)
 
     def _save(self, run: Run) -> None:
-        if run.at_boundary and run.state.iteration != self.saved_iteration:
+        iteration = run.state.iteration
+        recorded = run.at_boundary and iteration == self.seen_iteration
+        if recorded and iteration != self.saved_iteration:
             save_checkpoint(self.path, run_state_dict(run))
-            self.saved_iteration = run.state.iteration
+            self.saved_iteration = iteration
 
     def on_end(self, run: Run) -> None:
         self._save(run)
@@ -207,12 +214,15 @@ class OperatorArrays(Callback):
 
     def __init__(self, out: Path, every: int) -> None:
         self.out, self.every = out, every
+        self.seen_iteration = 0
 
     def on_start(self, run: Run) -> None:
+        self.seen_iteration = run.state.iteration
         if run.state.iteration:  # a resumed run that ends at once still writes its arrays
             self._save(run)
 
     def on_iteration(self, run: Run, record: IterationRecord) -> None:
+        self.seen_iteration = record.iteration
         if record.iteration % self.every == 0:
             self._save(run)
 
@@ -223,7 +233,8 @@ class OperatorArrays(Callback):
         self._save(run)
 
     def _save(self, run: Run) -> None:
-        if not (run.at_boundary and run.state.iteration):
+        iteration = run.state.iteration
+        if not (run.at_boundary and iteration and iteration == self.seen_iteration):
             return
         for op in run.operators:
             if isinstance(op, WritesArrays):

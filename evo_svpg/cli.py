@@ -1,6 +1,6 @@
 """``evo-svpg``: ``run`` a mode, ``plot`` learning curves, list ``modes``.
 
-Thin by design: parse, build the config, hand over to :func:`evo_svpg.engine.train`.
+Thin by design: parse, build the config, hand over to :func:`evo_svpg.loop.train`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from evo_svpg.callbacks import (
 )
 from evo_svpg.checkpoint import load_checkpoint
 from evo_svpg.config import RunConfig, all_keys, flatten, load_toml, sections_for_help
-from evo_svpg.engine import Terminated, build_run, train
+from evo_svpg.engine import build_run
+from evo_svpg.loop import Terminated, train
 from evo_svpg.modes import describe_operators, mode_operators
 from evo_svpg.registry import ESTIMATORS, MODES
 from evo_svpg.run_state import RESUME_OVERRIDABLE, load_run_state
@@ -229,23 +230,34 @@ def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:
         train(run, callbacks)
     except BaseException as exc:
         done = checkpointer.saved_iteration  # the iteration the checkpoint on disk holds
+        completed = run.state.iteration
         again = f"evo-svpg run --resume {out}"
-        if done == 0 and not resuming:  # nothing of this new run is worth keeping
+        if completed == 0 and not resuming:  # nothing of this new run is worth keeping
             remove_run_outputs(out)
             again = "the same command starts it again"
+        elif done == 0 and not resuming:  # recorded iterations, but no checkpoint yet
+            again = (
+                f"its {completed} recorded iteration(s) stay in {out} but cannot be resumed (no "
+                f"checkpoint yet: one every {cfg.checkpoint_every}); start again with another "
+                "--out"
+            )
         if not isinstance(exc, KeyboardInterrupt | NonFiniteError):
-            raise  # an error of ours or of the machine: its own message, but no stub left
+            raise  # an error of ours or of the machine: its own message
+        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
         if isinstance(exc, NonFiniteError):
             print(f"evo-svpg: stopped: {exc}", file=sys.stderr)
-            return 1
-        what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        if done == 0:
+            what = "stopped"
+        if completed == 0:
             print(f"\n{what} before the first iteration ended; nothing to save: {again}")
-        elif done == run.state.iteration:
+        elif done == completed:
             print(f"\n{what}; saved after iteration {done}; continue: {again}")
+        elif done == 0:
+            print(f"\n{what} during iteration {completed + 1}: {again}")
         else:
-            print(f"\n{what} during iteration {run.state.iteration + 1}; the checkpoint of "
+            print(f"\n{what} during iteration {completed + 1}; the checkpoint of "
                   f"iteration {done} is kept; continue: {again}")  # fmt: skip
+        if isinstance(exc, NonFiniteError):
+            return 1
         return 143 if isinstance(exc, Terminated) else 130
     summary = json.loads((out / "summary.json").read_text())
     print(

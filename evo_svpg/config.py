@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 import evo_svpg.estimators
-import evo_svpg.modes  # noqa: F401
+import evo_svpg.modes
 from evo_svpg.policy import ACTIVATIONS, OBS_SCALINGS
 from evo_svpg.registry import ESTIMATORS, MODES, OPERATORS, SECTIONS
 from evo_svpg.settings import (
@@ -28,17 +28,11 @@ from evo_svpg.settings import (
     closed_unit,
     nonempty_name,
     nonnegative_int,
-    off_or_positive_int,
     parse_sizes,
     positive_int,
     positive_sizes,
     setting,
 )
-
-
-def _budget(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key}={value!r} must be an integer >= 0 (0: no budget)")
 
 
 @dataclass(frozen=True)
@@ -72,7 +66,7 @@ class RunSettings(Settings):
         choices=lambda: OBS_SCALINGS,
     )  # fmt: skip
     seed: int = setting(
-        0, "random seed; the same seed gives the same metrics.csv", check=nonnegative_int
+        0, "random seed; the same seed gives the same metrics.csv", check=nonnegative_int()
     )
     device: str = setting(
         "cpu", "torch device for the gradient computation",
@@ -86,14 +80,18 @@ class RunSettings(Settings):
         check=positive_int,
     )  # fmt: skip
     budget: int = setting(
-        0, "stop once this many env steps are spent (0: `iterations` alone)", check=_budget
+        0,
+        "stop once this many env steps are spent (0: `iterations` alone)",
+        check=nonnegative_int("0: no budget"),
     )
     final_eval_episodes: int = setting(
         10, "fresh episodes per particle after training, not charged to env_steps (0: none)",
-        check=nonnegative_int,
+        check=nonnegative_int(),
     )  # fmt: skip
     max_episode_steps: int = setting(
-        0, "episode time limit; 0: gymnasium's (MountainCar: 200)", check=off_or_positive_int
+        0,
+        "episode time limit; 0: gymnasium's (MountainCar: 200)",
+        check=nonnegative_int("0: off/default"),
     )
 
     def check_run(self, cfg: RunConfig) -> None:
@@ -109,8 +107,15 @@ RUN_KEYS = tuple(f.name for f in fields(RunSettings))
 
 
 def all_keys() -> list[str]:
-    """Every flat key: the run's, then each registered section's."""
-    return [*RUN_KEYS, *(k for _, cls in SECTIONS.items() for k in cls.keys())]  # noqa: SIM118 (a method)
+    """Every flat key: the run's, then each registered section's (ValueError if a section
+    claims a run-level key)."""
+    keys = [*RUN_KEYS]
+    for name, cls in SECTIONS.items():
+        clash = sorted(set(cls.keys()) & set(RUN_KEYS))
+        if clash:
+            raise ValueError(f"section {name!r} declares run-level key(s) {clash}")
+        keys += cls.keys()
+    return keys
 
 
 class RunConfig:
@@ -163,9 +168,7 @@ class RunConfig:
     @property
     def operator_names(self) -> list[str]:
         """The registered operators this run applies, in order (mode, then measures)."""
-        from evo_svpg.modes import operator_names
-
-        return operator_names(self)
+        return evo_svpg.modes.operator_names(self)
 
     @property
     def used_sections(self) -> list[str]:
@@ -236,7 +239,8 @@ def flatten(data: dict[str, Any]) -> dict[str, Any]:
     for key, value in data.items():
         if key == "unused" and isinstance(value, dict):
             flat.update(flatten(value))
-        elif key in SECTIONS and isinstance(value, dict):
+            continue
+        if key in SECTIONS and isinstance(value, dict):
             section = SECTIONS.get(key)
             names = {f.name for f in fields(section)}
             unknown = sorted(set(value) - names)
@@ -244,9 +248,16 @@ def flatten(data: dict[str, Any]) -> dict[str, Any]:
                 raise ValueError(
                     f"unknown key(s) {unknown} in section [{key}]; valid keys: {sorted(names)}"
                 )
-            flat.update({section.key_of(name): v for name, v in value.items()})
+            pairs = [(section.key_of(name), v) for name, v in value.items()]
         else:
-            flat[key] = value
+            pairs = [(key, value)]
+        for flat_key, v in pairs:
+            if flat_key in flat and flat[flat_key] != v:
+                raise ValueError(
+                    f"{flat_key} is given twice, {flat[flat_key]!r} and {v!r} (a flat key and "
+                    "its section table)"
+                )
+            flat[flat_key] = v
     return flat
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from evo_svpg.behaviour import Describer
 from evo_svpg.envs import BatchedEnv, make_batched_env
+from evo_svpg.envs.base import ObservationRoles
 from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
 from evo_svpg.settings import Settings, positive_int, register_settings, setting
 
@@ -69,12 +70,14 @@ class Evaluator:
         *,
         deterministic: bool = False,
         descriptor: str | None = None,
+        roles: ObservationRoles | None = None,
         max_episode_steps: int | None = None,
     ) -> None:
         if episodes < 1:
             raise ValueError(f"episodes={episodes} must be >= 1")
         self.env_id, self.spec, self.episodes, self.seed = env_id, spec, episodes, seed
         self.compact, self.deterministic, self.descriptor = compact, deterministic, descriptor
+        self.roles = roles  # the (x, v) entries the descriptor reads; None: the env's own
         self.max_episode_steps = max_episode_steps
         # Set to a list to keep every evaluated batch until take_log() (QD measurements).
         self.log: list[EvalEpisodes] | None = None
@@ -124,7 +127,7 @@ class Evaluator:
         env = self._env(m)
         describer = None
         if self.descriptor is not None:
-            describer = Describer.for_env(self.descriptor, spec, env)
+            describer = Describer.for_env(self.descriptor, spec, env, roles=self.roles)
         obs = env.reset()
         running = np.ones((m, e), dtype=bool)  # episode still going
         terminated = np.zeros((m, e), dtype=bool)

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from evo_svpg.checkpoint import from_storable, to_storable
+
 RESUME_OVERRIDABLE = ("iterations", "budget", "device", "threads", "checkpoint_every")
 
 
@@ -52,16 +54,25 @@ def load_run_state(run: Any, payload: dict, source: str = "checkpoint") -> None:
     saved = payload.get("config")
     if not isinstance(saved, dict):
         raise ValueError(f"{source} has no run config: it is not a checkpoint of evo_svpg")
-    current = run.config.to_dict()
+    # The settings that shape this run: its own and those of the sections it uses. A key the
+    # checkpoint lacks (a setting added since) counts as its default.
+    cfg = run.config
+    current = cfg.run.to_flat()
+    defaults = cfg.run.defaults()
+    for name in cfg.used_sections:
+        current.update(cfg[name].to_flat())
+        defaults.update(cfg[name].defaults())
     differ = sorted(
-        k for k in set(saved) | set(current)
-        if k not in RESUME_OVERRIDABLE and saved.get(k) != current.get(k)
+        k for k in current
+        if k not in RESUME_OVERRIDABLE and saved.get(k, defaults[k]) != current[k]
     )  # fmt: skip
     if differ:
         raise ValueError(
             f"{source} belongs to a run with other settings ({', '.join(differ)}: "
-            f"{[saved.get(k) for k in differ]} there, {[current.get(k) for k in differ]} here)"
+            f"{[saved.get(k, defaults[k]) for k in differ]} there, {[current[k] for k in differ]} "
+            "here)"
         )
+    payload = from_storable(to_storable(payload))  # the run owns its state: never shared
     components = run.components()
     keys = [key for key, _ in components]
     try:

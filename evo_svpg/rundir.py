@@ -106,8 +106,8 @@ def check_fresh_out(path: Path) -> None:
 
 
 def remove_run_outputs(path: Path) -> None:
-    """Delete what a run that completed no iteration wrote into ``path`` (never other files),
-    so the directory is free for a new run again."""
+    """Delete what a new run that completed no iteration wrote into ``path`` (never other
+    files), so the directory is free for a new run again."""
     for name in RUN_OUTPUTS:
         target = path / name
         if target.is_dir():

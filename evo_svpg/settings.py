@@ -110,6 +110,13 @@ def register_settings(cls: type[Settings]) -> type[Settings]:
     """Class decorator: add ``cls`` to :data:`SECTIONS` under ``cls.section``."""
     if not cls.section:
         raise ValueError(f"{cls.__name__} must set a section name")
+    for name, other in SECTIONS.items():
+        shared = sorted(set(cls.keys()) & set(other.keys()))
+        if shared and name != cls.section:
+            raise ValueError(
+                f"{cls.__name__} (section {cls.section!r}) declares key(s) {shared}, which "
+                f"section {name!r} ({other.__name__}) owns: give them another key"
+            )
     SECTIONS.add(cls.section, cls)
     return cls
 
@@ -136,14 +143,15 @@ def positive_int(key: str, value: Any) -> None:
         raise ValueError(f"{key}={value!r} must be a positive integer")
 
 
-def nonnegative_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key}={value!r} must be an integer >= 0")
+def nonnegative_int(note: str = "") -> Check:
+    """An int >= 0 (not a bool); ``note`` says what 0 means."""
+    tail = f" ({note})" if note else ""
 
+    def check(key: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{key}={value!r} must be an integer >= 0{tail}")
 
-def off_or_positive_int(key: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{key}={value!r} must be an integer >= 0 (0: off/default)")
+    return check
 
 
 def finite_positive(key: str, value: Any) -> None:

@@ -11,7 +11,9 @@ raises ``AssertionError`` naming it:
 
 1. ``composition``: it reads only state fields that the operators before it write;
 2. ``params``: they keep their shape and dtype and stay finite;
-3. ``declared writes``: it changes only the state fields it declares in ``writes``;
+3. ``declared writes``: it changes (or replaces, or changes in place) only the state fields it
+   declares in ``writes``; ``declared reads``: it works with the fields it does not declare in
+   ``reads`` set to None (if it raises then, the error is reported under this rule);
 4. ``env steps``: ``env_steps`` never decreases and grows by exactly the env steps the run's
    sampler and evaluator took during the call;
 5. ``checkpoint``: ``state_dict`` → checkpoint file → ``load_state_dict`` into a fresh instance
@@ -27,6 +29,7 @@ raises ``AssertionError`` naming it:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +41,9 @@ import torch
 
 from evo_svpg.checkpoint import from_storable, load_checkpoint, save_checkpoint, to_storable
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import Run, build_run, run_iteration
+from evo_svpg.engine import Run, build_run
 from evo_svpg.envs import make_batched_env
+from evo_svpg.loop import run_iteration
 from evo_svpg.operators.base import (
     STATE_FIELDS,
     Build,
@@ -147,11 +151,22 @@ def _iteration(run: Run, probe: _Probe | None = None):
     except TypeError as exc:
         if "not a PopulationState" in str(exc):
             _fail("returns a state", str(exc))
-        raise
+        if probe is None or not probe.in_call:
+            raise
+        _undeclared_read(probe, exc)
+    except Exception as exc:
+        if probe is None or not probe.in_call:
+            raise
+        _undeclared_read(probe, exc)
+
+
+def _undeclared_read(probe: _Probe, exc: Exception) -> None:
+    _fail("declared reads", f"{probe.name} raised {type(exc).__name__}: {exc} with the fields "
+          f"it does not declare in reads ({sorted(probe.hidden)}) set to None")  # fmt: skip
 
 
 def _fresh_instances(op: OperatorOrFactory) -> Callable[[], OperatorOrFactory]:
-    if hasattr(op, "state_dict"):  # an instance: deep copies of it, untouched by any run
+    if hasattr(op, "state_dict") and not isinstance(op, type):  # an instance: deep copies
         pristine = copy.deepcopy(op)
         return lambda: copy.deepcopy(pristine)
     return lambda: op
@@ -196,11 +211,20 @@ class _Probe:
         self.taken = 0
         self.steps = state.env_steps
         self.params = state.params.clone()
-        self.fields = _fields(state)
+        self.fields = copy.deepcopy(_fields(state))
+        reads = contract_of(self.target).reads
+        self.hidden = {name: getattr(state, name) for name in HIDEABLE if name not in reads}
+        for name in self.hidden:
+            setattr(state, name, None)
+        self.in_call = True
 
     def after(self, op: object, state: PopulationState) -> None:
         if op is not self.target:
             return
+        self.in_call = False
+        for name, value in self.hidden.items():  # not read, not written: as it was
+            if getattr(state, name) is None:
+                setattr(state, name, value)
         it, params = state.current_iteration, state.params
         where = f"{self.name} at iteration {it}"
         if params.shape != self.params.shape or params.dtype != self.params.dtype:
@@ -225,11 +249,16 @@ class _Probe:
                   f"but the run's sampler and evaluator took {self.taken} steps")  # fmt: skip
 
 
+HIDEABLE = ("rollout", "grads", "direction", "fitness", "parents")
+
+
 def _fields(state: PopulationState) -> dict[str, Any]:
     out = {name: getattr(state, name) for name in STATE_FIELDS if name != "episode_signal"}
     del out["params"]
     rollout = state.rollout
     out["episode_signal"] = None if rollout is None else rollout.episode_signal
+    if rollout is not None:  # the rest of the rollout (its signal is a field of its own)
+        out["rollout"] = dataclasses.replace(rollout, episode_signal=None)
     return out
 
 
@@ -339,6 +368,10 @@ def _equal(a: Any, b: Any) -> bool:
         a, b = np.asarray(a), np.asarray(b)
         nan = a.dtype.kind in "fc" and b.dtype.kind in "fc"
         return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=nan))
+    if dataclasses.is_dataclass(a) and not isinstance(a, type):
+        return type(a) is type(b) and all(
+            _equal(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a)
+        )
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):

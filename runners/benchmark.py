@@ -42,9 +42,10 @@ from torch import nn
 
 from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV, Summary, TensorBoardScalars
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import build_run, set_threads, train
+from evo_svpg.engine import build_run, set_threads
 from evo_svpg.envs import make_batched_env
 from evo_svpg.envs.libm import libm_square
+from evo_svpg.loop import train
 from evo_svpg.novelty import NoveltyArchive
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler

@@ -131,3 +131,42 @@ def test_config_tables_flat_keys_and_config_json_are_the_same_config():
         RunConfig.from_dict({"cem": {"size": 4}})
     with pytest.raises(AttributeError, match=r"cfg\['cem'\].candidates"):
         _ = flat.cem_candidates
+
+
+def test_a_key_given_flat_and_in_its_table_must_agree():
+    with pytest.raises(ValueError, match=r"alpha is given twice, 5 and 7"):
+        RunConfig.from_dict({"alpha": 5, "svgd": {"alpha": 7}})
+    assert RunConfig.from_dict({"alpha": 5, "svgd": {"alpha": 5}})["svgd"].alpha == 5
+
+
+def test_two_sections_cannot_own_one_key():
+    import dataclasses
+
+    from evo_svpg.settings import Settings, register_settings, setting
+
+    @dataclasses.dataclass(frozen=True)
+    class Clash(Settings):
+        section = "clash"
+        size: int = setting(1, "a size", key="archive_size")  # novelty's key
+
+    with pytest.raises(ValueError, match=r"declares key\(s\) \['archive_size'\], which section "
+                       r"'novelty'"):  # fmt: skip
+        register_settings(Clash)
+    assert "clash" not in SECTIONS
+
+
+def test_an_every_operators_writes_do_not_count_for_the_iterations_in_between():
+    from evo_svpg.engine import check_composition
+    from evo_svpg.operators import (
+        AdamAscent,
+        CollectRollouts,
+        Every,
+        OwnGradient,
+        PolicyGradient,
+    )  # fmt: skip
+    from evo_svpg.policy import PolicySpec
+
+    ops = [CollectRollouts(), PolicyGradient(), Every(2, OwnGradient()), AdamAscent(1e-3)]
+    with pytest.raises(ValueError, match=r"operator 3 \(AdamAscent\) reads \['direction'\]"):
+        check_composition(RunConfig(), PolicySpec(4, 2, True), ops,
+                          ESTIMATORS["reinforce"].capabilities)  # fmt: skip

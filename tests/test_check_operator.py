@@ -166,3 +166,30 @@ def test_broken_operators_are_rejected_naming_the_rule(op, rule, detail):
 
 def test_a_paying_evaluator_passes():
     check_operator(PaidEvaluation())
+
+
+class InPlaceFitness(Stateless):  # changes fitness in place, declares it read, not written
+    reads = frozenset({"params", "fitness"})
+
+    def __call__(self, state, ctx):
+        state.fitness[:] = 0.0
+        return state
+
+
+class ReadsUndeclared(Stateless):  # reads fitness, declares only params
+    def __call__(self, state, ctx):
+        best = int(state.fitness.argmax())
+        state.params[best] *= 1.0
+        return state
+
+
+@pytest.mark.parametrize(
+    ("op", "rule", "detail"),
+    [
+        (InPlaceFitness(), "declared writes", r"changed \['fitness'\]"),
+        (ReadsUndeclared(), "declared reads", r"raised AttributeError.*\(\['direction', 'fitness'"),
+    ],
+)
+def test_undeclared_reads_and_in_place_writes_are_caught(op, rule, detail):
+    with pytest.raises(AssertionError, match=rf"rule '{rule}': .*{detail}"):
+        check_operator(op)

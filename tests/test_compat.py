@@ -10,7 +10,8 @@ import pytest
 from evo_svpg.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from evo_svpg.cli import main
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import build_run, run_iteration
+from evo_svpg.engine import build_run
+from evo_svpg.loop import run_iteration
 from evo_svpg.run_state import load_run_state, run_state_dict
 
 OLD_RUNS = Path(__file__).resolve().parent / "data" / "v0.1_runs"
@@ -51,3 +52,30 @@ def test_component_state_is_keyed_and_a_mismatch_names_both_sides(tmp_path):
         load_run_state(other, loaded, source="c.pt")
     load_run_state(other, load_checkpoint(tmp_path / "c.pt"))
     assert other.state.iteration == 1
+
+
+def test_a_setting_added_later_does_not_block_resuming(tmp_path):
+    """A checkpoint lacking a key (a section registered since) compares it at its default."""
+    run = build_run(_small())
+    run_iteration(run)
+    payload = run_state_dict(run)
+    del payload["config"]["lr"]  # as if `lr` had not existed when it was saved
+    save_checkpoint(tmp_path / "c.pt", payload)
+    other = build_run(_small())
+    load_run_state(other, load_checkpoint(tmp_path / "c.pt"))
+    assert other.state.iteration == 1
+    changed = load_checkpoint(tmp_path / "c.pt")
+    changed["config"]["alpha"] = 3.0
+    with pytest.raises(ValueError, match=r"other settings \(alpha: \[3.0\] there, \[10.0\] here"):
+        load_run_state(build_run(_small()), changed, source="c.pt")
+
+
+def test_a_resumed_run_shares_no_state_with_the_payload():
+    first = build_run(_small())
+    run_iteration(first)
+    second = build_run(_small())
+    load_run_state(second, run_state_dict(first))
+    adam_first, adam_second = first.operators[3], second.operators[3]
+    assert adam_first.m is not None
+    assert adam_second.m is not adam_first.m
+    assert second.state.params.data_ptr() != first.state.params.data_ptr()

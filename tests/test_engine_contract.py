@@ -13,7 +13,8 @@ import torch
 from evo_svpg.callbacks import Checkpointer
 from evo_svpg.checkpoint import load_checkpoint
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import build_run, train
+from evo_svpg.engine import build_run
+from evo_svpg.loop import train
 from evo_svpg.operators import Stateless
 
 
@@ -86,3 +87,40 @@ def test_a_second_ctrl_c_stops_at_once_and_keeps_the_checkpoint_on_disk(tmp_path
         train(run, [Checkpointer(tmp_path, 1)])
     assert not run.at_boundary  # stopped inside iteration 2
     assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 1
+
+
+class RaisesAt(Stateless):
+    """A callback stand-in: raises ``exc`` in ``on_iteration`` of iteration ``at``."""
+
+    def __init__(self, at: int, exc: type[BaseException] | None = None, signals: int = 0) -> None:
+        self.at, self.exc, self.signals = at, exc, signals
+
+    def on_start(self, run): ...
+    def on_end(self, run): ...
+    def on_interrupt(self, run, exc): ...
+    def on_close(self, run): ...
+
+    def on_iteration(self, run, record):
+        if record.iteration == self.at:
+            for _ in range(self.signals):
+                os.kill(os.getpid(), signal.SIGINT)
+            if self.exc is not None:
+                raise self.exc
+
+
+def test_a_checkpoint_is_never_ahead_of_the_callbacks_before_it(tmp_path):
+    """A failure while an earlier callback records iteration 2 (a full disk under metrics.csv)
+    must not leave a checkpoint of iteration 2 that the metrics lack."""
+    run = build_run(_small())
+    with pytest.raises(OSError, match="disk full"):
+        train(run, [RaisesAt(2, OSError("disk full")), Checkpointer(tmp_path, 10)])
+    assert run.at_boundary
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_signals_while_callbacks_record_wait_for_the_record(tmp_path):
+    run = build_run(_small())
+    recorder = RaisesAt(2, signals=2)  # two Ctrl-C while recording iteration 2
+    with pytest.raises(KeyboardInterrupt):
+        train(run, [recorder, Checkpointer(tmp_path, 10)])
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 2

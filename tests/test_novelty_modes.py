@@ -14,11 +14,12 @@ from evo_svpg.behaviour import Describer, scale
 from evo_svpg.callbacks import Callback
 from evo_svpg.cli import main
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import build_run, train
+from evo_svpg.engine import build_run
 from evo_svpg.envs import make_batched_env
 from evo_svpg.estimators import A2C, Reinforce
 from evo_svpg.estimators.pg import particle_major, score_function_gradient
 from evo_svpg.evaluation import EvalEpisodes
+from evo_svpg.loop import train
 from evo_svpg.novelty import knn_novelty
 from evo_svpg.operators import PopulationState
 from evo_svpg.operators.measure import MeasureQD

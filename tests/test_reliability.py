@@ -21,7 +21,8 @@ from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV
 from evo_svpg.checkpoint import load_checkpoint, save_checkpoint
 from evo_svpg.cli import main
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import build_run, train
+from evo_svpg.engine import build_run
+from evo_svpg.loop import train
 from evo_svpg.rundir import RunLock, default_out
 
 TINY = [
@@ -467,3 +468,30 @@ def test_sigterm_saves_like_ctrl_c(tmp_path):
     assert proc.returncode == 143, proc.stderr
     assert "terminated; saved after iteration 2" in proc.stdout
     assert load_checkpoint(out / "checkpoint.pt")["iteration"] == 2
+
+
+def test_a_stop_before_the_first_checkpoint_keeps_the_recorded_iterations(tmp_path, capsys):
+    """A NaN in iteration 3 of a new run whose first checkpoint would come at 5: the two
+    recorded iterations (which show the divergence) stay, and the message says they cannot be
+    resumed; a NaN in iteration 1 leaves nothing."""
+    import evo_svpg.operators.gradient as gradient
+
+    out = tmp_path / "r"
+    real = gradient.PolicyGradient.__call__
+
+    def poisoned(self, state, ctx):
+        state = real(self, state, ctx)
+        if state.current_iteration == 3:
+            state.grads = state.grads * float("nan")
+        return state
+
+    gradient.PolicyGradient.__call__ = poisoned
+    try:
+        assert _run(*TINY, "--checkpoint-every", "5", "--out", str(out)) == 1
+    finally:
+        gradient.PolicyGradient.__call__ = real
+    captured = capsys.readouterr()
+    assert "non-finite" in captured.err
+    assert "2 recorded iteration(s) stay" in captured.out
+    assert _iterations(out) == [1, 2]
+    assert not (out / "checkpoint.pt").exists()

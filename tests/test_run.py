@@ -18,7 +18,8 @@ from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV
 from evo_svpg.checkpoint import load_checkpoint
 from evo_svpg.cli import check_run_flags, main
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import build_run, train
+from evo_svpg.engine import build_run
+from evo_svpg.loop import train
 from evo_svpg.modes import MODES, mode_operators
 from evo_svpg.plot import load_curves
 from evo_svpg.sampler import NonFiniteError

@@ -20,6 +20,7 @@ from evo_svpg.operators.base import (
     contract_of,
     evaluate,
     ranking_key,
+    register_operator,
     require_finite,
 )
 from evo_svpg.operators.gradient import (
@@ -51,5 +52,6 @@ __all__ = [
     "contract_of",
     "evaluate",
     "ranking_key",
+    "register_operator",
     "require_finite",
 ]

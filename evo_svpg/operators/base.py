@@ -22,6 +22,7 @@ inherits its parent's optimiser moments and critic (see docs/design.md "Cloned p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -31,6 +32,7 @@ from torch import Tensor
 
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
+from evo_svpg.registry import OPERATORS, ComponentEntry
 from evo_svpg.sampler import NonFiniteError, Rollout, Sampler
 
 STATE_FIELDS = ("params", "rollout", "episode_signal", "grads", "direction", "fitness", "parents")
@@ -115,6 +117,19 @@ class Contract:
     needs: frozenset[str] = frozenset()
     reads: frozenset[str] = frozenset({"params"})
     writes: frozenset[str] = frozenset({"params"})
+
+
+def register_operator(
+    name: str,
+    build: Callable[[Build], Operator],
+    doc: str,
+    sections: tuple[str, ...] = (),
+    appended_when: Callable[[Any], bool] | None = None,
+) -> None:
+    """Register the operator ``build(b)`` makes under ``name`` (modes name it); ``sections``:
+    the settings sections it reads; ``appended_when(cfg)``: a measure every run whose config
+    says so gets after its mode's operators."""
+    OPERATORS.add(name, ComponentEntry(name, build, sections, doc, appended_when=appended_when))
 
 
 def contract_of(op: object) -> Contract:

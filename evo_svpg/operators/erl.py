@@ -34,10 +34,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evo_svpg.operators.base import Build, Context, PopulationState, evaluate, ranking_key
+from evo_svpg.operators.base import (
+    Build,
+    Context,
+    PopulationState,
+    evaluate,
+    ranking_key,
+    register_operator,
+)
 from evo_svpg.operators.selection import tournament_winners, worst_first
 from evo_svpg.policy import PolicySpec
-from evo_svpg.registry import OPERATORS, ComponentEntry
 from evo_svpg.rng import PythonRandomState, private_python_random
 from evo_svpg.settings import (
     Settings,
@@ -246,6 +252,4 @@ def _erl(b: Build) -> ERLPopulation:
     )
 
 
-OPERATORS.add(
-    "erl", ComponentEntry("erl", _erl, ("erl", "evaluation"), "an ERL population beside SVPG")
-)
+register_operator("erl", _erl, "an ERL population beside SVPG", ("erl", "evaluation"))

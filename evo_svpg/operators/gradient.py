@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +10,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evo_svpg.operators.base import Build, Context, PopulationState, Stateless, require_finite
-from evo_svpg.registry import OPERATORS, ComponentEntry
+from evo_svpg.operators.base import (
+    Context,
+    PopulationState,
+    Stateless,
+    register_operator,
+    require_finite,
+)
 from evo_svpg.settings import Settings, finite_positive, is_number, register_settings, setting
 from evo_svpg.svgd import BANDWIDTH_CONVENTIONS, svgd_direction, svpg_direction_and_bandwidth
 
@@ -171,19 +175,15 @@ class AdamAscent:
         self.m, self.v, self.t = state["m"], state["v"], state["t"]
 
 
-def _register(
-    name: str, build: Callable[[Build], object], doc: str, sections: tuple[str, ...] = ()
-) -> None:
-    OPERATORS.add(name, ComponentEntry(name, build, sections, doc))
-
-
-_register("collect", lambda b: CollectRollouts(), "every particle samples its env steps")
-_register("policy-gradient", lambda b: PolicyGradient(), "the estimator's ∇J of every particle")
-_register(
+register_operator("collect", lambda b: CollectRollouts(), "every particle samples its env steps")
+register_operator(
+    "policy-gradient", lambda b: PolicyGradient(), "the estimator's ∇J of every particle"
+)
+register_operator(
     "stein",
     lambda b: SteinDirection(b.cfg["svgd"].alpha, b.cfg["svgd"].bandwidth),
     "SVPG direction: kernel-smoothed ∇J/α plus repulsion",
     ("svgd",),
 )
-_register("own-gradient", lambda b: OwnGradient(), "each particle follows its own ∇J")
-_register("adam", lambda b: AdamAscent(b.cfg["adam"].lr), "Adam ascent", ("adam",))
+register_operator("own-gradient", lambda b: OwnGradient(), "each particle follows its own ∇J")
+register_operator("adam", lambda b: AdamAscent(b.cfg["adam"].lr), "Adam ascent", ("adam",))

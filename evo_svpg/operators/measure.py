@@ -30,13 +30,12 @@ import numpy as np
 
 from evo_svpg.behaviour import Describer, bounded
 from evo_svpg.evaluation import EvalEpisodes, Evaluator
-from evo_svpg.operators.base import Build, Context, PopulationState
+from evo_svpg.operators.base import Build, Context, PopulationState, register_operator
 from evo_svpg.qd import GridArchive, Visitation
-from evo_svpg.registry import OPERATORS, ComponentEntry
 from evo_svpg.settings import (
     Settings,
     finite,
-    off_or_positive_int,
+    nonnegative_int,
     positive_int,
     register_settings,
     setting,
@@ -49,7 +48,7 @@ class QDSettings(Settings):
     section, title = "qd", "quality-diversity records (observed, never fed back)"
     every: int = setting(
         0, "iterations between deterministic success tests; 0: no QD records",
-        check=off_or_positive_int,
+        check=nonnegative_int("0: off/default"),
     )  # fmt: skip
     eval_episodes: int = setting(
         1, "episodes per particle in a deterministic success test", check=positive_int
@@ -145,11 +144,11 @@ def _measure_qd(b: Build) -> MeasureQD:
     """The QD records of a run (docs/design.md, "Novelty and quality diversity"). Appended after the
     mode's operators: it drains the evaluator's log of the iteration's evaluations."""
     cfg, qd = b.cfg, b.cfg["qd"]
-    descriptor = cfg["behaviour"].descriptor
-    describer = Describer.for_env(descriptor, b.spec, b.env)
+    descriptor, roles = cfg["behaviour"].descriptor, cfg["behaviour"].roles
+    describer = Describer.for_env(descriptor, b.spec, b.env, roles=roles)
     tester = Evaluator(
         cfg.env, b.spec, qd.eval_episodes, b.subseed(4), deterministic=True,
-        descriptor=descriptor, max_episode_steps=cfg.max_episode_steps or None,
+        descriptor=descriptor, roles=roles, max_episode_steps=cfg.max_episode_steps or None,
     )  # fmt: skip
     space = b.env.single_observation_space
     xv = describer.roles.indices
@@ -169,13 +168,10 @@ def _measure_qd(b: Build) -> MeasureQD:
     )
 
 
-OPERATORS.add(
+register_operator(
     "measure-qd",
-    ComponentEntry(
-        "measure-qd",
-        _measure_qd,
-        ("qd", "behaviour"),
-        "grid archive, visitation and success tests",
-        appended_when=lambda cfg: cfg["qd"].every > 0,
-    ),
+    _measure_qd,
+    "grid archive, visitation and success tests",
+    ("qd", "behaviour"),
+    appended_when=lambda cfg: cfg["qd"].every > 0,
 )

@@ -10,8 +10,9 @@ the archive, one entry per particle per iteration (NS-ES adds its updated parent
   carries that segment's signal, which REINFORCE uses as the step's weight in place of the
   discounted return-to-go (an episode-level signal credited to the whole episode, as NS-ES /
   NSR-ES score whole episodes; paying it on the last step alone and discounting would leave the
-  first step of a 200-step episode 0.13× of it). A2C is refused (see :func:`evo_svpg.modes`):
-  its critic would bootstrap past a cut segment that was already paid its partial novelty.
+  first step of a 200-step episode 0.13× of it). A2C is refused (its ``Capabilities`` declare
+  no episode-level signals, which ``build_run`` checks): its critic would bootstrap past a cut
+  segment that was already paid its partial novelty.
   ``weight = 1`` is pure novelty (``novelty``); ``0 < weight < 1`` mixes
   ``weight · z(novelty) + (1 − weight) · z(return)``, both standardised over the population's
   segments of the iteration (``novelty-reward``, NSR-style). Segments the iteration boundary cut
@@ -29,8 +30,7 @@ import numpy as np
 
 from evo_svpg.behaviour import Behaviours, scale
 from evo_svpg.novelty import NoveltyArchive
-from evo_svpg.operators.base import Build, Context, PopulationState
-from evo_svpg.registry import OPERATORS, ComponentEntry
+from evo_svpg.operators.base import Build, Context, PopulationState, register_operator
 from evo_svpg.settings import Settings, is_number, positive_int, register_settings, setting
 
 
@@ -175,7 +175,7 @@ class NoveltySettings(Settings):
 
 
 def _register(name: str, build: Callable[[Build], object], doc: str) -> None:
-    OPERATORS.add(name, ComponentEntry(name, build, ("novelty", "behaviour"), doc))
+    register_operator(name, build, doc, ("novelty", "behaviour"))
 
 
 _register(

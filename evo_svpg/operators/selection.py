@@ -17,8 +17,14 @@ import torch
 from deap import tools
 from torch import Tensor
 
-from evo_svpg.operators.base import Build, Context, Every, PopulationState, ranking_key
-from evo_svpg.registry import OPERATORS, ComponentEntry
+from evo_svpg.operators.base import (
+    Build,
+    Context,
+    Every,
+    PopulationState,
+    ranking_key,
+    register_operator,
+)
 from evo_svpg.rng import PythonRandomState, private_python_random
 from evo_svpg.settings import (
     Settings,
@@ -211,11 +217,5 @@ def _evolution(b: Build) -> Every:
     return Every(s.every, BottomOverwrite(s.fraction, s.noise, b.subseed(13)))
 
 
-OPERATORS.add(
-    "select",
-    ComponentEntry("select", _select, ("select",), "worst particles ← mutated tournament winners"),
-)
-OPERATORS.add(
-    "evolution",
-    ComponentEntry("evolution", _evolution, ("evolution",), "bottom ← copies of survivors"),
-)
+register_operator("select", _select, "worst particles ← mutated tournament winners", ("select",))
+register_operator("evolution", _evolution, "bottom ← copies of survivors", ("evolution",))

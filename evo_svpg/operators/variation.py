@@ -18,8 +18,7 @@ from torch import Tensor
 
 from evo_svpg.cem import mirrored_samples, next_floor, sep_cem_update
 from evo_svpg.cma_state import capture_state, restore_state
-from evo_svpg.operators.base import Build, Context, PopulationState, evaluate
-from evo_svpg.registry import OPERATORS, ComponentEntry
+from evo_svpg.operators.base import Build, Context, PopulationState, evaluate, register_operator
 from evo_svpg.rng import Randn, numpy_random_state, private_numpy_random
 from evo_svpg.settings import (
     Settings,
@@ -114,7 +113,7 @@ class CEMAroundParticles:
         new_mean, self.var, elite_index = sep_cem_update(
             mean, population, torch.from_numpy(fitness), self.elites, self.floor
         )
-        state.params.copy_(new_mean)  # in place: the sampler's numpy view stays valid
+        state.params.copy_(new_mean)
         state.scalars["cem_std_mean"] = float(self.var.sqrt().mean())
         state.scalars["cem_floor"] = self.floor
         # How often the gradient step itself is among the elites (index 0 is the particle).
@@ -212,7 +211,7 @@ class CMAESAroundParticles:
             for es, x, f in zip(self.strategies, asked, fitness, strict=True):
                 es.tell(x, list(-f))  # pycma minimises
             for i, es in enumerate(self.strategies):
-                params[i] = es.mean  # in place: the sampler's numpy view stays valid
+                params[i] = es.mean
         # Where the injected particle ranked; pycma may place it after its TPA probes or mirror.
         # (8 coordinates identify it: a sample matching the particle there has probability 0.)
         injected = np.abs(population[:, :, :8] - head[:, None, :])
@@ -283,12 +282,7 @@ def _cmaes(b: Build) -> CMAESAroundParticles:
     return CMAESAroundParticles(b.cfg["cem"].candidates, b.cfg["cmaes"].sigma0, b.subseed(11))
 
 
-OPERATORS.add(
-    "cem", ComponentEntry("cem", _cem, ("cem", "evaluation"), "sep-CEM around each particle")
-)
-OPERATORS.add(
-    "cmaes",
-    ComponentEntry(
-        "cmaes", _cmaes, ("cem", "cmaes", "evaluation"), "sep-CMA-ES around each particle"
-    ),
+register_operator("cem", _cem, "sep-CEM around each particle", ("cem", "evaluation"))
+register_operator(
+    "cmaes", _cmaes, "sep-CMA-ES around each particle", ("cem", "cmaes", "evaluation")
 )
