@@ -39,7 +39,7 @@ from evo_svpg.settings import (
 class RunSettings(Settings):
     """The settings of the run itself (its population, env, budget, policy and bookkeeping)."""
 
-    title = "run"
+    title = "the run: population, env, budget, policy, bookkeeping"
     mode: str = setting("pure", "composition of operators, see `evo-svpg modes`",
                         choices=MODES.names)  # fmt: skip
     env: str = setting(
@@ -139,6 +139,8 @@ class RunConfig:
             self[name].check_run(self)
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_") or name == "run":  # not built yet (copy, pickle): no recursion
+            raise AttributeError(name)
         if name in RUN_KEYS:
             return getattr(self.run, name)
         raise AttributeError(
@@ -158,6 +160,10 @@ class RunConfig:
         return isinstance(other, RunConfig) and self.to_dict() == other.to_dict()
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple:
+        """Copies and pickles are rebuilt (and so re-validated) from the flat keys."""
+        return (_from_flat, (self.to_dict(),))
 
     def __repr__(self) -> str:
         changed = {k: v for k, v in self.to_dict().items() if v != _DEFAULTS().get(k)}
@@ -232,6 +238,10 @@ class RunConfig:
         return cls.from_dict(load_toml(path), source=str(path))
 
 
+def _from_flat(data: dict[str, Any]) -> RunConfig:
+    return RunConfig(**data)
+
+
 def flatten(data: dict[str, Any]) -> dict[str, Any]:
     """Section tables (``{"cem": {"candidates": 4}}``, ``[cem]`` in TOML, config.json's
     ``unused``) turned into flat keys (``cem_candidates``)."""
@@ -280,5 +290,17 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def sections_for_help() -> list[tuple[str, type[Settings]]]:
-    """``(title, settings class)``: the run's, then every section's (the CLI's flag groups)."""
-    return [("run", RunSettings), *((cls.title or n, cls) for n, cls in SECTIONS.items())]
+    """``(title, settings class)``: the run's, then the sections in the order the modes' operators
+    first use them, the estimators', and any others (the CLI's flag groups)."""
+    order: list[str] = []
+    for mode in MODES:
+        for op in MODES.get(mode).operators:
+            order += OPERATORS.get(op).sections
+    for _, entry in [*OPERATORS.items(), *ESTIMATORS.items()]:
+        order += entry.sections
+    order += SECTIONS.names()
+    names = list(dict.fromkeys(order))
+    return [
+        (RunSettings.title, RunSettings),
+        *((SECTIONS.get(n).title or n, SECTIONS.get(n)) for n in names),
+    ]

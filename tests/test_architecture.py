@@ -170,3 +170,12 @@ def test_an_every_operators_writes_do_not_count_for_the_iterations_in_between():
     with pytest.raises(ValueError, match=r"operator 3 \(AdamAscent\) reads \['direction'\]"):
         check_composition(RunConfig(), PolicySpec(4, 2, True), ops,
                           ESTIMATORS["reinforce"].capabilities)  # fmt: skip
+
+
+def test_a_config_survives_copy_and_pickle():
+    import copy
+    import pickle
+
+    cfg = RunConfig(mode="cem-per-particle", cem_candidates=4)
+    assert copy.deepcopy(cfg) == cfg == pickle.loads(pickle.dumps(cfg))
+    assert pickle.loads(pickle.dumps(cfg))["cem"].candidates == 4

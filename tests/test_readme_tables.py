@@ -45,3 +45,11 @@ def test_readme_lists_exactly_the_registered_operators_and_estimators():
 
 if __name__ == "__main__":
     print(component_tables())
+
+
+def test_readme_names_every_fast_path_env_and_descriptor():
+    from evo_svpg.registry import DESCRIPTORS, FAST_PATHS
+
+    text = README.read_text()
+    for name in [*FAST_PATHS, *DESCRIPTORS]:
+        assert f"`{name}`" in text, name
