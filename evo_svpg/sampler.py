@@ -50,6 +50,9 @@ class Rollout:
     # holding its episode segment's signal. REINFORCE then weights each step by it instead of by
     # the discounted return-to-go of ``rewards`` (NS-ES credits a whole episode with its score).
     episode_signal: np.ndarray | None = None
+    # ``[T, n, E]`` int64: each step's index within its episode (0 at a reset), counting the
+    # steps an episode took in earlier iterations (rllab's time feature of its baseline).
+    step_in_episode: np.ndarray | None = None
 
     @property
     def n_particles(self) -> int:
@@ -167,6 +170,7 @@ class Sampler:
         return Rollout(
             obs_buf, act_buf, rew_buf, term_buf, trunc_buf, final_buf,
             episode_returns, episode_lengths, activations, behaviours,
+            step_in_episode=(len_buf - 1).reshape(t_max, n, e),
         )  # fmt: skip
 
     def state_dict(self) -> dict:

@@ -103,7 +103,7 @@ def test_every_registered_component_is_reachable_by_name():
         assert entry.doc
         for section in entry.sections:
             assert section in SECTIONS
-    assert set(ESTIMATORS) == {"reinforce", "a2c"}
+    assert set(ESTIMATORS) == {"reinforce", "a2c", "linear-baseline"}
     assert {"extremes", "final_state", "gep"} <= set(DESCRIPTORS)
     assert "CartPole-v1" in FAST_PATHS
 

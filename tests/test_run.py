@@ -269,7 +269,7 @@ def test_short_pure_run_clearly_improves_over_its_first_iteration(tmp_path):
             r"erl_migrants=5 must be <= particles=3",
         ),
         (["--budget", "-1"], r"budget=-1 must be an integer >= 0"),
-        (["--estimator", "ppo"], r"choose from .*'a2c', 'reinforce'"),
+        (["--estimator", "ppo"], r"choose from .*'a2c', 'linear-baseline', 'reinforce'"),
         (["--env", "NoSuchEnv-v9"], r"CartPole-v1.*Pendulum-v1|Pendulum-v1.*CartPole-v1"),
         (["--bandwidth", "wide"], r"bandwidth='wide'.*'svgd', 'svpg_code'"),
         (["--bandwidth", "-1"], r"bandwidth=-1.0 must be a positive number"),
