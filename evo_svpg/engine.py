@@ -169,7 +169,20 @@ def build_run(
     describer = None
     if "behaviours" in needs:
         describer = Describer.for_env(behaviour.descriptor, spec, env, roles=behaviour.roles)
-    sampler = Sampler(env, spec, layout.policies, seed=cfg.subseed(1), describer=describer)
+    whole = cfg["sampling"].whole_episodes
+    if whole and "behaviours" in needs:
+        raise ValueError(
+            f"sampling='whole-episodes' cannot describe behaviours, which mode={cfg.mode!r}"
+            f"{' with qd_every' if cfg['qd'].every else ''} needs; use sampling='continuing'"
+        )
+    if whole and not estimator_entry.capabilities.whole_episodes:
+        raise ValueError(
+            f"estimator={cfg.estimator!r} does not support sampling='whole-episodes'; choose one "
+            f"of {[n for n, e in ESTIMATORS.items() if e.capabilities.whole_episodes]}"
+        )
+    sampler = Sampler(
+        env, spec, layout.policies, seed=cfg.subseed(1), describer=describer, whole_episodes=whole
+    )
     logged = "evaluation_log" in needs
     evaluator = Evaluator(
         cfg.env, spec, cfg["evaluation"].eval_episodes, cfg.subseed(3),

@@ -4,10 +4,18 @@
 slots (particle ``i`` owns slots ``i·E … i·E+E−1``). One :meth:`Sampler.collect` call takes
 exactly ``T`` steps in every env, i.e. ``T·E`` transitions per particle.
 
-Envs are *not* reset between iterations: an episode cut at the end of an iteration goes on in
-the next one, under the updated policy. Its transitions before the cut are used with
-``cut_at_boundary`` set (estimators treat that as a truncation: REINFORCE cuts the return there,
-A2C bootstraps from the critic), and its return is reported in the iteration where it ends.
+With ``sampling = "continuing"`` (the default) envs are *not* reset between iterations: an
+episode cut at the end of an iteration goes on in the next one, under the updated policy. Its
+transitions before the cut are used with ``cut_at_boundary`` set (estimators treat that as a
+truncation: REINFORCE cuts the return there, A2C bootstraps from the critic), and its return is
+reported in the iteration where it ends.
+
+With ``sampling = "whole-episodes"`` (rllab's ``BatchSampler``) every iteration resets all envs
+and each env keeps starting episodes while its particle has taken fewer than
+``steps_per_particle`` steps; every episode started is run to its end, so none is cut. The
+envs of a particle are stepped together, so an env whose particle has enough steps idles
+(stepped with the batch, its steps marked invalid in ``Rollout.valid`` and never counted)
+until the particle's other episodes end.
 """
 
 from __future__ import annotations
@@ -20,6 +28,24 @@ import numpy as np
 from evo_svpg.behaviour import Behaviours, Describer
 from evo_svpg.envs import BatchedEnv
 from evo_svpg.policy import PolicySpec, forward_numpy, sample_actions
+from evo_svpg.settings import Settings, register_settings, setting
+
+SAMPLINGS = ("continuing", "whole-episodes")
+
+
+@register_settings
+@dataclass(frozen=True)
+class SamplingSettings(Settings):
+    section, title = "sampling", "how an iteration's episodes are sampled"
+    mode: str = setting(
+        "continuing", "continuing: episodes carry over iterations; whole-episodes: as rllab, "
+        "none cut (the paper)", key="sampling", choices=lambda: SAMPLINGS,
+    )  # fmt: skip
+
+    @property
+    def whole_episodes(self) -> bool:
+        return self.mode == "whole-episodes"
+
 
 logger = logging.getLogger("evo_svpg")
 
@@ -53,10 +79,20 @@ class Rollout:
     # ``[T, n, E]`` int64: each step's index within its episode (0 at a reset), counting the
     # steps an episode took in earlier iterations (rllab's time feature of its baseline).
     step_in_episode: np.ndarray | None = None
+    # Whole-episode sampling: ``[T, n, E]`` bool, the steps that count (an env idles once its
+    # particle has enough steps and its episode has ended); None: every step counts.
+    valid: np.ndarray | None = None
 
     @property
     def n_particles(self) -> int:
         return self.obs.shape[1]
+
+    @property
+    def steps_taken(self) -> int:
+        """Env steps this rollout counts (all particles): what ``env_steps`` is charged."""
+        if self.valid is None:
+            return self.n_particles * self.steps_per_particle
+        return int(self.valid.sum())
 
     @property
     def steps_per_particle(self) -> int:
@@ -73,11 +109,15 @@ class Sampler:
         n_particles: int,
         seed: int,
         describer: Describer | None = None,
+        whole_episodes: bool = False,
     ) -> None:
         if env.num_envs % n_particles:
             raise ValueError(f"env has {env.num_envs} slots, not a multiple of {n_particles}")
         self.env, self.spec, self.n = env, spec, n_particles
         self.describer = describer
+        self.whole_episodes = whole_episodes
+        if whole_episodes and describer is not None:
+            raise ValueError("whole-episode sampling does not describe behaviours (novelty, QD)")
         self.envs_per_particle = env.num_envs // n_particles
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
         self.obs = env.reset(seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
@@ -110,37 +150,20 @@ class Sampler:
         return self._bufs
 
     def collect(self, theta: np.ndarray, steps_per_env: int) -> Rollout:
-        """Run every env ``steps_per_env`` steps with the policies ``theta [n, d]`` (numpy).
+        """Sample with the policies ``theta [n, d]`` (numpy): every env ``steps_per_env`` steps
+        (continuing), or whole episodes until each particle has ``steps_per_env · E`` steps.
 
         The returned arrays are the sampler's reusable buffers: valid until the next call.
         """
-        n, e, spec = self.n, self.envs_per_particle, self.spec
-        t_max, od = steps_per_env, spec.obs_dim
+        if self.whole_episodes:
+            return self._collect_whole_episodes(theta, steps_per_env)
+        t_max = steps_per_env
         bufs = self._buffers(t_max)
-        obs_buf, final_buf, act_buf = bufs["obs"], bufs["final"], bufs["act"]
-        rew_buf, term_buf, trunc_buf = bufs["rew"], bufs["term"], bufs["trunc"]
         ret_buf, len_buf = bufs["ret"], bufs["len"]
-        act_bufs = [bufs[f"layer{i}"] for i in range(len(spec.layer_sizes))]
-
-        parts = spec.split(theta)
-        log_std = None if spec.discrete else parts[-1]
-        # One thread on purpose: splitting this per-step forward over particle-shard threads
-        # measured 17% *slower* at 20 envs per particle (hand-off costs more than it saves).
+        policy = self._policy(theta)
         obs = self.obs
         for t in range(t_max):
-            obs_buf[t] = obs.reshape(n, e, od)
-            out = forward_numpy(spec, parts, obs_buf[t], [buf[:, t] for buf in act_bufs])
-            actions = sample_actions(spec, out, log_std, self.rng)
-            act_buf[t] = actions
-            if spec.discrete:
-                env_actions = actions.reshape(n * e)
-            else:
-                env_actions = np.clip(actions, self._low, self._high).reshape(n * e, -1)
-            res = self.env.step(env_actions)
-            rew_buf[t] = res.reward.reshape(n, e)
-            term_buf[t] = res.terminated.reshape(n, e)
-            trunc_buf[t] = res.truncated.reshape(n, e)
-            final_buf[t] = res.final_obs.reshape(n, e, od)
+            res = self._step(t, obs, policy, bufs)
             self.running_return += res.reward
             self.running_length += 1
             ret_buf[t] = self.running_return
@@ -150,27 +173,103 @@ class Sampler:
             self.running_length[done] = 0
             obs = res.obs
         self.obs = obs
+        behaviours = None
+        if self.describer is not None:  # before the cut below: it needs the true episode ends
+            behaviours = self.describer.describe(
+                bufs["obs"], bufs["final"], bufs["act"], bufs["term"] | bufs["trunc"], ret_buf
+            )
+        return self._rollout(bufs, t_max, behaviours, None)
+
+    def _collect_whole_episodes(self, theta: np.ndarray, steps_per_env: int) -> Rollout:
+        """rllab's sampling (module docstring): fresh episodes, none cut. An env whose particle
+        has ``steps_per_env · E`` steps when its episode ends stops counting; the rollout ends
+        when every env has stopped (after at most ``steps_per_env + time limit − 1`` steps)."""
+        n, e = self.n, self.envs_per_particle
+        need = steps_per_env * e
+        t_cap = steps_per_env + self.env.max_episode_steps
+        bufs = self._buffers(t_cap)
+        bufs.setdefault("valid", np.empty((t_cap, n, e), dtype=bool))
+        valid_buf, ret_buf, len_buf = bufs["valid"], bufs["ret"], bufs["len"]
+        policy = self._policy(theta)
+        obs = self.env.reset()
+        active = np.ones(n * e, dtype=bool)
+        taken = np.zeros(n, dtype=np.int64)
+        self.running_return[:] = 0.0
+        self.running_length[:] = 0
+        t = 0
+        while active.any():
+            res = self._step(t, obs, policy, bufs)
+            valid_buf[t] = active.reshape(n, e)
+            bufs["rew"][t] *= valid_buf[t]
+            bufs["term"][t] &= valid_buf[t]
+            bufs["trunc"][t] &= valid_buf[t]
+            taken += active.reshape(n, e).sum(axis=1)
+            self.running_return += np.where(active, res.reward, 0.0)
+            self.running_length += active
+            ret_buf[t] = self.running_return
+            len_buf[t] = self.running_length
+            done = (res.terminated | res.truncated) & active
+            self.running_return[done] = 0.0
+            self.running_length[done] = 0
+            active &= ~(done & np.repeat(taken >= need, e))  # enough: no new episode
+            obs = res.obs
+            t += 1
+        self.obs = obs
+        return self._rollout(bufs, t, None, valid_buf[:t])
+
+    def _policy(self, theta: np.ndarray) -> tuple:
+        parts = self.spec.split(theta)
+        return parts, None if self.spec.discrete else parts[-1]
+
+    def _step(self, t: int, obs: np.ndarray, policy: tuple, bufs: dict):
+        """One step of every env with the policies, written into row ``t`` of the buffers.
+
+        One thread on purpose: splitting this per-step forward over particle-shard threads
+        measured 17% *slower* at 20 envs per particle (hand-off costs more than it saves).
+        """
+        n, e, spec = self.n, self.envs_per_particle, self.spec
+        parts, log_std = policy
+        od = spec.obs_dim
+        bufs["obs"][t] = obs.reshape(n, e, od)
+        layers = [bufs[f"layer{i}"][:, t] for i in range(len(spec.layer_sizes))]
+        out = forward_numpy(spec, parts, bufs["obs"][t], layers)
+        actions = sample_actions(spec, out, log_std, self.rng)
+        bufs["act"][t] = actions
+        if spec.discrete:
+            env_actions = actions.reshape(n * e)
+        else:
+            env_actions = np.clip(actions, self._low, self._high).reshape(n * e, -1)
+        res = self.env.step(env_actions)
+        bufs["rew"][t] = res.reward.reshape(n, e)
+        bufs["term"][t] = res.terminated.reshape(n, e)
+        bufs["trunc"][t] = res.truncated.reshape(n, e)
+        bufs["final"][t] = res.final_obs.reshape(n, e, od)
+        return res
+
+    def _rollout(self, bufs: dict, t_used: int, behaviours, valid: np.ndarray | None) -> Rollout:
+        """The first ``t_used`` rows of the buffers as a :class:`Rollout`, with each particle's
+        episodes that ended in it."""
+        n, e = self.n, self.envs_per_particle
+        rew_buf, term_buf = bufs["rew"][:t_used], bufs["term"][:t_used]
+        trunc_buf, ret_buf, len_buf = bufs["trunc"][:t_used], bufs["ret"][:t_used], bufs["len"]
         if not np.isfinite(rew_buf).all():
             raise NonFiniteError("the environment returned a non-finite reward")
-
-        done_buf = (term_buf | trunc_buf).reshape(t_max, n * e)
+        done_buf = (term_buf | trunc_buf).reshape(t_used, n * e)
         t_idx, slot = np.nonzero(done_buf)
         owner = slot // e
         order = np.argsort(owner, kind="stable")
         splits = np.cumsum(np.bincount(owner, minlength=n))[:-1]
         episode_returns = np.split(ret_buf[t_idx, slot][order], splits)
-        episode_lengths = np.split(len_buf[t_idx, slot][order], splits)
-        behaviours = None
-        if self.describer is not None:  # before the cut below: it needs the true episode ends
-            behaviours = self.describer.describe(
-                obs_buf, final_buf, act_buf, term_buf | trunc_buf, ret_buf
-            )
-        trunc_buf[-1] |= ~term_buf[-1]  # the iteration boundary cuts every running episode
-        activations = [buf.reshape(n, t_max * e, -1) for buf in act_bufs]
+        episode_lengths = np.split(len_buf[:t_used][t_idx, slot][order], splits)
+        if valid is None:  # continuing: the iteration boundary cuts every running episode
+            trunc_buf[-1] |= ~term_buf[-1]
+        layers = [bufs[f"layer{i}"][:, :t_used] for i in range(len(self.spec.layer_sizes))]
+        activations = [buf.reshape(n, t_used * e, -1) for buf in layers]
+        step = np.maximum(len_buf[:t_used] - 1, 0).reshape(t_used, n, e)
         return Rollout(
-            obs_buf, act_buf, rew_buf, term_buf, trunc_buf, final_buf,
-            episode_returns, episode_lengths, activations, behaviours,
-            step_in_episode=(len_buf - 1).reshape(t_max, n, e),
+            bufs["obs"][:t_used], bufs["act"][:t_used], rew_buf, term_buf, trunc_buf,
+            bufs["final"][:t_used], episode_returns, episode_lengths, activations, behaviours,
+            step_in_episode=step, valid=valid,
         )  # fmt: skip
 
     def state_dict(self) -> dict:

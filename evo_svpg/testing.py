@@ -194,7 +194,7 @@ class _Probe:
 
         def counted_collect(theta, steps_per_env):
             rollout = collect(theta, steps_per_env)
-            self.taken += rollout.n_particles * rollout.steps_per_particle
+            self.taken += rollout.steps_taken if rollout.valid is None else int(rollout.valid.sum())
             return rollout
 
         def counted_episodes_of(theta):

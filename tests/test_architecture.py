@@ -110,7 +110,7 @@ def test_every_registered_component_is_reachable_by_name():
 
 def test_a_mode_does_not_validate_settings_of_components_it_does_not_use():
     cfg = RunConfig(mode="pure", erl_population=2, erl_migrants=2)  # ERL would refuse these
-    assert cfg.used_sections == ["svgd", "adam"]
+    assert cfg.used_sections == ["sampling", "svgd", "adam"]
     assert cfg.unused_changes() == {"erl_population": 2}
     with pytest.raises(ValueError, match=r"erl_migrants=2 must be <= erl_population - elites"):
         cfg.replace(mode="erl")

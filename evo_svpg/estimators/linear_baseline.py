@@ -122,14 +122,16 @@ class LinearBaselineReinforce:
         advantages, features, returns = baseline_advantages(
             rollout, self.coeffs, self.gamma, self.gae_lambda
         )
-        weights = standardize(particle_major(advantages))
+        valid = None if rollout.valid is None else particle_major(rollout.valid)
+        weights = standardize(particle_major(advantages), valid)
         obs, actions = particle_major(rollout.obs), particle_major(rollout.actions)
         grad = score_gradient(
             self.spec, theta, obs, actions, rollout.activations, weights, self.device, self.shards
         )
-        self.coeffs = fit_linear_baseline(
-            particle_major(features), particle_major(returns), self.reg_coeff
-        )
+        features, returns = particle_major(features), particle_major(returns)
+        if valid is not None:  # idle steps of whole-episode sampling do not enter the fit
+            features, returns = features * valid[..., None], returns * valid
+        self.coeffs = fit_linear_baseline(features, returns, self.reg_coeff)
         return grad
 
     def state_dict(self) -> dict:
@@ -158,6 +160,7 @@ register_estimator(
     Capabilities(
         episode_signal=False,
         why_no_episode_signal="its baseline is fitted to the rewards' returns",
+        whole_episodes=True,
     ),
     "REINFORCE with rllab's LinearFeatureBaseline per particle, GAE(γ, λ = 1): the paper's 'A2C'",
     ("linear_baseline",),

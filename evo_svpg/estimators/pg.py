@@ -59,11 +59,21 @@ def particle_major(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.swapaxes(x, 0, 1)).reshape(n, t * e, *x.shape[3:])
 
 
-def standardize(x: np.ndarray) -> np.ndarray:
-    """Zero mean, unit std per particle over its batch (rllab ``center_adv``); ``x [n, M]``."""
-    mean = x.mean(axis=1, keepdims=True)
-    std = x.std(axis=1, keepdims=True)
-    return (x - mean) / (std + 1e-8)
+def standardize(x: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Zero mean, unit std per particle over its batch (rllab ``center_adv``); ``x [n, M]``.
+
+    With ``valid [n, M]`` (whole-episode sampling) the statistics are over the valid steps, the
+    invalid ones get weight 0, and the weights are scaled by ``M / valid count`` so that the
+    score gradient's mean over all ``M`` steps is the mean over the particle's valid steps.
+    """
+    if valid is None:
+        mean = x.mean(axis=1, keepdims=True)
+        std = x.std(axis=1, keepdims=True)
+        return (x - mean) / (std + 1e-8)
+    count = valid.sum(axis=1, keepdims=True)
+    mean = np.where(valid, x, 0.0).sum(axis=1, keepdims=True) / count
+    std = np.sqrt(np.where(valid, (x - mean) ** 2, 0.0).sum(axis=1, keepdims=True) / count)
+    return np.where(valid, (x - mean) / (std + 1e-8), 0.0) * (x.shape[1] / count)
 
 
 def analytic_score_gradient(

@@ -34,12 +34,13 @@ class Reinforce:
 
     def gradient(self, theta: Tensor, rollout: Rollout) -> Tensor:
         """``∇J [n, d]`` at ``theta [n, d]`` from ``rollout`` (sampled with ``theta``)."""
+        valid = None if rollout.valid is None else particle_major(rollout.valid)
         if rollout.episode_signal is not None:
-            weights = standardize(particle_major(rollout.episode_signal))
+            weights = standardize(particle_major(rollout.episode_signal), valid)
         else:
             dones = rollout.terminated | rollout.truncated
             returns = returns_to_go(rollout.rewards, dones, self.gamma)
-            weights = standardize(particle_major(returns))
+            weights = standardize(particle_major(returns), valid)
         obs, actions = particle_major(rollout.obs), particle_major(rollout.actions)
         return score_gradient(
             self.spec, theta, obs, actions, rollout.activations, weights, self.device, self.shards
@@ -55,6 +56,6 @@ class Reinforce:
 register_estimator(
     "reinforce",
     lambda b: Reinforce(b.spec, b.cfg.gamma, b.cfg.device, b.shards),
-    Capabilities(episode_signal=True),
+    Capabilities(episode_signal=True, whole_episodes=True),
     "REINFORCE, standardised discounted returns-to-go (seed eq. 8)",
 )

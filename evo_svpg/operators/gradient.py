@@ -66,7 +66,8 @@ class AdamSettings(Settings):
 
 
 class CollectRollouts(Stateless):
-    """Every particle takes ``steps_per_particle`` env steps with its current policy.
+    """Every particle takes ``steps_per_particle`` env steps with its current policy (with
+    whole-episode sampling: at least that many, completing every episode it starts).
 
     Also sets ``fitness [n]``: each particle's mean return over the episodes that ended in this
     rollout (NaN if none did), the free fitness that selection operators rank by.
@@ -78,7 +79,7 @@ class CollectRollouts(Stateless):
     def __call__(self, state: PopulationState, ctx: Context) -> PopulationState:
         rollout = ctx.sampler.collect(state.params.numpy(), ctx.steps_per_env)
         state.rollout = rollout
-        state.env_steps += rollout.n_particles * rollout.steps_per_particle
+        state.env_steps += rollout.steps_taken
         state.fitness = np.array(
             [r.mean() if r.size else np.nan for r in rollout.episode_returns], dtype=np.float64
         )
@@ -175,7 +176,9 @@ class AdamAscent:
         self.m, self.v, self.t = state["m"], state["v"], state["t"]
 
 
-register_operator("collect", lambda b: CollectRollouts(), "every particle samples its env steps")
+register_operator(
+    "collect", lambda b: CollectRollouts(), "every particle samples its env steps", ("sampling",)
+)
 register_operator(
     "policy-gradient", lambda b: PolicyGradient(), "the estimator's ∇J of every particle"
 )
