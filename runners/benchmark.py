@@ -15,15 +15,21 @@
     160 and 800 episode queries;
 (h) what gymnasium-exact squares cost: ``libm_square`` against ``np.power`` (what the fast paths
     used before; CPU-dependent on AVX-512) and ``x * x`` on 320 float64 elements, and one
-    Acrobot-v1 / Pendulum-v1 step of 320 envs against one CartPole-v1 step.
+    Acrobot-v1 / Pendulum-v1 step of 320 envs against one CartPole-v1 step;
+(i) the paper's Box2D envs (rllab's swing-up, balancing cart-pole, double pendulum): the batched
+    sampler with the seed policy (100-50-25) on each against CartPole-v1 at the same 16 particles
+    × 20 envs, repeats interleaved, and one env step of 320 envs alone.
 
 Targets (issue 3): (b) ≥ 2M transitions/s and ≥ 350× (a); (c) ≤ 15 s; (d) ≤ 0.5 ms at n = 16.
 Targets (issue 4): (e) ratio ≤ 1.3; (f) < 10 %. (g): a population's queries < 50 ms.
+Targets (issue 13): (i) ≥ 0.8× CartPole-v1's transitions/s for the cart-poles, ≥ 0.5× for the
+double pendulum.
 
     python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
     python runners/benchmark.py --only e f     # just the extension timings
     python runners/benchmark.py --only g       # just the novelty kNN timings
     python runners/benchmark.py --only h       # just the portable-squares timings
+    python runners/benchmark.py --only i       # just the paper envs' sampler speed
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from torch import nn
 
 from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV, Summary, TensorBoardScalars
 from evo_svpg.config import RunConfig
-from evo_svpg.engine import build_run, set_threads
+from evo_svpg.engine import build_run, policy_spec_for, set_threads
 from evo_svpg.envs import make_batched_env
 from evo_svpg.envs.libm import libm_square
 from evo_svpg.loop import train
@@ -127,6 +133,48 @@ def full_run(repeats: int, threads: int) -> list[float]:
                 f"{summary['final_best_particle_return']:.1f}"
             )
     return walls
+
+
+PAPER_ENVS = (
+    "evo_svpg/CartpoleSwingup-v0",
+    "evo_svpg/RllabCartpole-v0",
+    "evo_svpg/DoublePendulum-v0",
+)
+
+
+def paper_env_sampling(transitions: int, repeats: int, envs_per_particle: int = 20) -> dict:
+    """(i): median transitions/s of the sampler on each paper env and on CartPole-v1 (repeats
+    interleaved so machine noise hits all alike), and µs per batched env step of 320 envs."""
+    ids = ["CartPole-v1", *PAPER_ENVS]
+    samplers, thetas = {}, {}
+    for env_id in ids:
+        env = make_batched_env(env_id, N_PARTICLES * envs_per_particle, seed=0)
+        spec = policy_spec_for(env, RunConfig(env=env_id))
+        thetas[env_id] = spec.init_params(N_PARTICLES, torch.Generator().manual_seed(0)).numpy()
+        samplers[env_id] = Sampler(env, spec, N_PARTICLES, seed=0)
+    steps_per_env = transitions // (N_PARTICLES * envs_per_particle)
+    rates: dict[str, list[float]] = {env_id: [] for env_id in ids}
+    for r in range(repeats + 1):
+        for env_id in ids:
+            start = time.perf_counter()
+            samplers[env_id].collect(thetas[env_id], steps_per_env)
+            if r:  # the first round warms up
+                rates[env_id].append(steps_per_env * N_PARTICLES * envs_per_particle
+                                     / (time.perf_counter() - start))  # fmt: skip
+    out = {env_id: {"sampler_steps_per_s": statistics.median(v)} for env_id, v in rates.items()}
+    for env_id in ids:
+        env = make_batched_env(env_id, 320, seed=0)
+        env.reset()
+        space = env.single_action_space
+        act = (np.zeros(320, dtype=np.int64) if hasattr(space, "n")
+               else np.zeros((320, *space.shape), dtype=np.float32))  # fmt: skip
+        for _ in range(20):
+            env.step(act)
+        start = time.perf_counter()
+        for _ in range(200):
+            env.step(act)
+        out[env_id]["step_320_us"] = (time.perf_counter() - start) / 200 * 1e6
+    return out
 
 
 def svgd_timing(n: int, d: int, reps: int = 200) -> float:
@@ -318,7 +366,11 @@ def main() -> None:
         "--threads", type=int, default=RunConfig().threads, help="gradient shard threads (c)"
     )
     parser.add_argument(
-        "--only", nargs="+", choices=list("abcdefgh"), default=list("abcdefgh"), help="parts to run"
+        "--only",
+        nargs="+",
+        choices=list("abcdefghi"),
+        default=list("abcdefghi"),
+        help="parts to run",
     )
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations in (e), (f)")
     args = parser.parse_args()
@@ -376,6 +428,21 @@ def main() -> None:
             f"{us['step_Acrobot-v1']:.0f} µs, Pendulum-v1 {us['step_Pendulum-v1']:.0f} µs",
             flush=True,
         )
+
+    if "i" in args.only:
+        paper = paper_env_sampling(args.transitions, args.repeats)
+        results["paper_envs"] = paper
+        base = paper["CartPole-v1"]["sampler_steps_per_s"]
+        for env_id, r in paper.items():
+            target = 0.5 if "DoublePendulum" in env_id else 0.8
+            ratio = r["sampler_steps_per_s"] / base
+            verdict = "" if env_id == "CartPole-v1" else (
+                f", {ratio:.2f}× CartPole-v1 (target ≥ {target}×: "
+                f"{'met' if ratio >= target else 'missed'})"
+            )  # fmt: skip
+            print(f"(i) sampler on {env_id}, 16 × 20 envs: {r['sampler_steps_per_s']:,.0f} "
+                  f"transitions/s{verdict}; one step of 320 envs {r['step_320_us']:.0f} µs",
+                  flush=True)  # fmt: skip
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"
