@@ -55,7 +55,10 @@ class Run:
 
     @property
     def pooling_window(self) -> int:
-        """Iterations in which every env ends an episode (:func:`.metrics.pooling_window`)."""
+        """Iterations in which every env ends an episode (:func:`.metrics.pooling_window`); 1
+        with whole-episode sampling, where every env ends its episodes in each iteration."""
+        if self.ctx.sampler.whole_episodes:
+            return 1
         return pooling_window(self.env.max_episode_steps, self.ctx.steps_per_env)
 
 
@@ -193,8 +196,9 @@ def build_run(
         evaluator.log = []  # candidate evaluations are offered to the QD grid archive too
     steps_per_env = layout.steps_per_policy // layout.envs_per_policy
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
-    window = ReturnWindow(pooling_window(env.max_episode_steps, steps_per_env), layout.policies)
-    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params), window)
+    window = 1 if whole else pooling_window(env.max_episode_steps, steps_per_env)
+    returns = ReturnWindow(window, layout.policies)
+    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params), returns)
 
 
 def check_composition(cfg: RunConfig, spec: PolicySpec, operators: list, capabilities) -> set:

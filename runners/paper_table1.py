@@ -1,0 +1,275 @@
+"""The SVPG paper's Table 1: joint, independent and SVPG workers on rllab's swing-up and double
+pendulum, with REINFORCE and the paper's "A2C" (``linear-baseline``).
+
+Every run samples whole episodes as rllab (``--sampling whole-episodes``), for ``--iterations``
+iterations of ``--particles`` × ``--steps-per-particle`` env steps. SVPG runs once per kernel
+bandwidth convention (``svpg-svgd``: the paper text's, ``svpg-svpg_code``: the released code's).
+Writes ``table.md`` in the paper's format: per cell the mean over seeds of the maximum of the
+best-particle curve (each iteration's best particle, its training return), the first iteration
+at which the seed-mean curve comes within 5 % of that maximum, and the paper's number beside it;
+then the final mean particle and a fresh evaluation after training (medians over seeds, 95 %
+bootstrap intervals); ``summary.json`` (every value per seed), ``curves.png`` (seed-mean best
+particle with a band of ±1 standard error) and, for each finished run, its compact curve
+``curves/<cell>.csv`` (best and mean particle per iteration, per seed) to commit. Re-running the
+same command resumes unfinished runs and re-tabulates; an ``--out`` made with other settings is
+refused; one runner per ``--out``.
+
+    python runners/paper_table1.py --out results/table1 [--seeds 5] [--iterations 1000] \\
+        [--steps-per-particle 10000] [--particles 16] [--estimators reinforce linear-baseline] \\
+        [--envs swing-up double-pendulum] [--variants joint independent svpg-svgd \\
+        svpg-svpg_code] [--jobs 2] [-- extra run flags]
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from _common import (
+    RESERVED,
+    RunFailed,
+    RunnerParser,
+    bootstrap_median_ci,
+    extra_flag_collision,
+    finished,
+    fmt_ci,
+    fresh_returns,
+    launch,
+    runner_out,
+    write_outputs,
+)
+
+from evo_svpg.cli import check_run_flags
+from evo_svpg.plot import load_curves
+
+ENVS = {"swing-up": "evo_svpg/CartpoleSwingup-v0", "double-pendulum": "evo_svpg/DoublePendulum-v0"}
+VARIANTS = {
+    "joint": ["--mode", "joint"],
+    "independent": ["--mode", "independent"],
+    "svpg-svgd": ["--mode", "pure", "--bandwidth", "svgd"],
+    "svpg-svpg_code": ["--mode", "pure", "--bandwidth", "svpg_code"],
+}
+ESTIMATORS = ("reinforce", "linear-baseline")
+# Table 1 of Liu et al. 2017: best return (seed-mean of the best-agent curve) and the iterations
+# to reach 95 % of it. The paper's "A2C" is this project's linear-baseline estimator.
+PAPER = {
+    ("linear-baseline", "swing-up"): {"joint": (308.71, 189), "independent": (419.62, 474),
+                                      "svpg": (436.84, 171)},
+    ("linear-baseline", "double-pendulum"): {"joint": (-938.73, 46), "independent": (-256.64, 638),
+                                             "svpg": (-244.85, 199)},
+    ("reinforce", "swing-up"): {"joint": (232.96, 253), "independent": (391.46, 594),
+                                "svpg": (426.69, 238)},
+    ("reinforce", "double-pendulum"): {"joint": (-892.31, 446), "independent": (-797.45, 443),
+                                       "svpg": (-319.66, 327)},
+}  # fmt: skip
+OWN_FLAGS = {
+    **RESERVED,
+    "--env": "--envs chooses the environments",
+    "--estimator": "--estimators chooses the estimators",
+    "--sampling": "the paper's runs sample whole episodes",
+    "--bandwidth": "--variants svpg-svgd / svpg-svpg_code choose the kernel",
+    "--particles": "the runner's --particles",
+    "--steps-per-particle": "the runner's --steps-per-particle",
+    "--iterations": "the runner's --iterations",
+}
+
+
+def _parser() -> RunnerParser:
+    parser = RunnerParser(prog="paper_table1.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, default=5, help="runs seeds 0..N-1 of every cell")
+    parser.add_argument("--iterations", type=int, default=1000)
+    parser.add_argument("--steps-per-particle", type=int, default=10_000,
+                        help="the paper: 10,000; the released code: 5,000")  # fmt: skip
+    parser.add_argument("--particles", type=int, default=16)
+    parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
+    parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags, after --")
+    return parser
+
+
+def run_flags(args, estimator: str, env: str, variant: str) -> list[str]:
+    """The `evo-svpg run` flags of one cell (without seed, threads and --out)."""
+    return [
+        *VARIANTS[variant], "--env", ENVS[env], "--estimator", estimator,
+        "--sampling", "whole-episodes", "--particles", str(args.particles),
+        "--steps-per-particle", str(args.steps_per_particle),
+        "--iterations", str(args.iterations), *args.extra,
+    ]  # fmt: skip
+
+
+def cell_dir(out: Path, estimator: str, env: str, variant: str, seed: int) -> Path:
+    return out / estimator / env / variant / f"seed{seed}"
+
+
+def _check(parser: RunnerParser, args) -> None:
+    for flag, value in (("--seeds", args.seeds), ("--iterations", args.iterations),
+                        ("--particles", args.particles), ("--jobs", args.jobs),
+                        ("--steps-per-particle", args.steps_per_particle)):  # fmt: skip
+        if value < 1:
+            parser.exit(2, f"{parser.prog}: error: {flag} {value}: must be >= 1\n")
+    problem = extra_flag_collision(args.extra, OWN_FLAGS)
+    if problem:
+        parser.exit(2, f"{parser.prog}: error: {problem}\n")
+    for estimator in args.estimators:
+        for env in args.envs:
+            for variant in args.variants:
+                try:
+                    check_run_flags(run_flags(args, estimator, env, variant))
+                except ValueError as exc:
+                    parser.exit(2, f"{parser.prog}: error: {estimator} {env} {variant}: {exc}\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    _check(parser, args)
+    settings = {
+        key: getattr(args, key)
+        for key in ("seeds", "iterations", "steps_per_particle", "particles", "extra")
+    }
+    with runner_out(parser, args.out, settings):
+        _run_and_tabulate(args)
+
+
+def _run_and_tabulate(args) -> None:
+    cells = [(e, v, w) for e in args.estimators for v in args.envs for w in args.variants]
+    # Seed-major: an interrupted grid has its first seeds of every cell, a comparable table.
+    jobs = [(cell, seed) for seed in range(args.seeds) for cell in cells]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    print(f"{len(jobs)} runs ({len(cells)} cells × {args.seeds} seeds), {args.jobs} at a time")
+    failed: list[str] = []
+    writing = threading.Lock()
+
+    def one(job) -> None:
+        (estimator, env, variant), seed = job
+        path = cell_dir(args.out, estimator, env, variant, seed)
+        if finished(path, None):
+            return
+        flags = [*run_flags(args, estimator, env, variant), "--seed", str(seed),
+                 "--threads", str(threads)]  # fmt: skip
+        try:
+            wall = launch(path, flags)
+        except RunFailed as exc:
+            failed.append(f"{estimator} {env} {variant} seed {seed} ({exc})")
+            print(f"  {estimator} {env} {variant} seed {seed}: FAILED ({exc})", flush=True)
+            return
+        print(f"  {estimator} {env} {variant} seed {seed}: {wall:.0f} s", flush=True)
+        with writing:
+            write_cell_curves(args, estimator, env, variant)
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(one, jobs))
+    if failed:
+        raise SystemExit(f"error: {len(failed)} run(s) failed: {'; '.join(failed)}; the others "
+                         "are kept: run the same command again to resume")  # fmt: skip
+    tabulate(args, cells, time.perf_counter() - start)
+
+
+def _curves(path: Path) -> dict[str, np.ndarray]:
+    curves = load_curves(path, window=1)  # whole episodes: every iteration's own episodes
+    return {"best": curves["best"], "mean": curves["mean"]}
+
+
+def write_cell_curves(args, estimator: str, env: str, variant: str) -> None:
+    """``curves/<estimator>-<env>-<variant>.csv``: the finished seeds' best and mean particle
+    per iteration (what the table is made of, small enough to commit)."""
+    rows = []
+    for seed in range(args.seeds):
+        path = cell_dir(args.out, estimator, env, variant, seed)
+        if finished(path, None):
+            c = _curves(path)
+            pairs = zip(c["best"], c["mean"], strict=True)
+            rows += [(seed, i + 1, b, m) for i, (b, m) in enumerate(pairs)]
+    target = args.out / "curves" / f"{estimator}-{env}-{variant}.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    lines = ["seed,iteration,best_particle,mean_particle"]
+    lines += [f"{s},{i},{b!r},{m!r}" for s, i, b, m in rows]
+    target.write_text("\n".join(lines) + "\n")
+
+
+def paper_metric(best: np.ndarray) -> tuple[float, int]:
+    """``best [seeds, iterations]``: the maximum of the seed-mean best-particle curve and the
+    first (1-based) iteration at which that curve is within 5 % of it (the paper's columns)."""
+    curve = np.nanmean(best, axis=0)
+    top = float(np.nanmax(curve))
+    reached = np.flatnonzero(curve >= top - 0.05 * abs(top))
+    return top, int(reached[0]) + 1
+
+
+def tabulate(args, cells, seconds: float) -> None:
+    head = ("| estimator | env | workers | best return (iteration at 95 %) | paper | final mean "
+            "particle | fresh mean particle | seeds |")  # fmt: skip
+    rows, summary = [head, "|---|---|---|---|---|---|---|---|"], {}
+    figures = {}
+    for estimator, env, variant in cells:
+        paths = [cell_dir(args.out, estimator, env, variant, s) for s in range(args.seeds)]
+        done = [p for p in paths if finished(p, None)]
+        if not done:
+            continue
+        curves = [_curves(p) for p in done]
+        length = min(len(c["best"]) for c in curves)
+        best = np.array([c["best"][:length] for c in curves])
+        top, first = paper_metric(best)
+        final_mean = np.array([np.nanmean(c["mean"][-max(1, length // 10) :]) for c in curves])
+        fresh = np.array([fresh_returns(p)["fresh_mean_particle_return"] for p in done])
+        ref = PAPER[(estimator, env)]["svpg" if variant.startswith("svpg") else variant]
+        rows.append(
+            f"| {estimator} | {env} | {variant} | {top:.1f} ({first}) | {ref[0]} ({ref[1]}) | "
+            f"{fmt_ci(bootstrap_median_ci(final_mean))} | {fmt_ci(bootstrap_median_ci(fresh))} "
+            f"| {len(done)} |"
+        )
+        summary[f"{estimator}/{env}/{variant}"] = {
+            "best_return": top, "iteration_at_95": first, "paper": list(ref),
+            "best_curve_max_per_seed": np.nanmax(best, axis=1).tolist(),
+            "final_mean_particle": final_mean.tolist(), "fresh_mean_particle": fresh.tolist(),
+            "seeds": len(done), "iterations": length,
+        }  # fmt: skip
+        figures[(estimator, env, variant)] = best
+    table = (
+        f"Table 1 setting: {args.particles} particles × {args.steps_per_particle:,} env steps "
+        f"per iteration, {args.iterations} iterations, whole-episode sampling; "
+        f"{'; '.join(args.extra) or 'no extra flags'}. Best return: max over iterations of the "
+        "seed-mean of each iteration's best particle (training return); final mean particle: "
+        "the last 10 % of iterations, median over seeds [95 % bootstrap interval]; "
+        f"tabulated after {seconds:.0f} s.\n\n" + "\n".join(rows)
+    )
+    write_outputs(args.out, table, summary, lambda target: _plot(figures, target))
+
+
+def _plot(figures: dict, target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = sorted({(e, v) for e, v, _ in figures})
+    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(5 * max(1, len(panels)), 4))
+    axes = np.atleast_1d(axes)
+    for ax, (estimator, env) in zip(axes, panels, strict=False):
+        for (e, v, variant), best in figures.items():
+            if (e, v) != (estimator, env):
+                continue
+            mean = np.nanmean(best, axis=0)
+            se = np.nanstd(best, axis=0) / np.sqrt(best.shape[0])
+            x = np.arange(1, mean.size + 1)
+            ax.plot(x, mean, label=variant)
+            ax.fill_between(x, mean - se, mean + se, alpha=0.2)
+        ax.set_title(f"{estimator}, {env}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("best particle (training return)")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(target)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
