@@ -17,7 +17,7 @@ refused; one runner per ``--out``.
     python runners/paper_table1.py --out results/table1 [--seeds 5] [--iterations 1000] \\
         [--steps-per-particle 10000] [--particles 16] [--estimators reinforce linear-baseline] \\
         [--envs swing-up double-pendulum] [--variants joint independent svpg-svgd \\
-        svpg-svpg_code] [--jobs 2] [-- extra run flags]
+        svpg-svpg_code] [--jobs 2] [--tabulate-only] [-- extra run flags]
 """
 
 from __future__ import annotations
@@ -90,6 +90,10 @@ def _parser() -> RunnerParser:
     parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
+    parser.add_argument(
+        "--tabulate-only", action="store_true",
+        help="launch nothing: tabulate the finished runs (and write their curve files)",
+    )  # fmt: skip
     parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags, after --")
     return parser
 
@@ -143,7 +147,8 @@ def _run_and_tabulate(args) -> None:
     # Seed-major: an interrupted grid has its first seeds of every cell, a comparable table.
     jobs = [(cell, seed) for seed in range(args.seeds) for cell in cells]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    print(f"{len(jobs)} runs ({len(cells)} cells × {args.seeds} seeds), {args.jobs} at a time")
+    if not args.tabulate_only:
+        print(f"{len(jobs)} runs ({len(cells)} cells × {args.seeds} seeds), {args.jobs} at a time")
     failed: list[str] = []
     writing = threading.Lock()
 
@@ -165,6 +170,10 @@ def _run_and_tabulate(args) -> None:
             write_cell_curves(args, estimator, env, variant)
 
     start = time.perf_counter()
+    if args.tabulate_only:
+        jobs = []
+        for cell in cells:
+            write_cell_curves(args, *cell)
     with ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(one, jobs))
     if failed:

@@ -59,3 +59,6 @@ def test_a_tiny_grid_runs_tabulates_and_resumes(tmp_path):
     assert len(curves.splitlines()) == 1 + 2 * 2  # 2 seeds × 2 iterations
     paper_table1.main(argv)  # everything finished: re-tabulates only
     assert (tmp_path / "t" / "table.md").read_text().split("tabulated")[1] != ""
+    (tmp_path / "t" / "table.md").unlink()
+    paper_table1.main([*argv[: argv.index("--")], "--tabulate-only", *argv[argv.index("--") :]])
+    assert "| reinforce | swing-up | joint |" in (tmp_path / "t" / "table.md").read_text()
