@@ -2,7 +2,7 @@
 built with pybox2d (``pip install box2d==2.3.10``; Box2D 2.3, float32), stepped as rllab's
 ``normalize(CartpoleSwingupEnv())`` / ``normalize(CartpoleEnv())`` step it.
 
-Everything is written from the facts in /work/shared/reference/paper-envs.md (§1, §2, §6) and
+Everything is written from the facts in shared/reference/paper-envs.md (§1, §2, §6) and
 rllab's ``cartpole.xml.mako`` / ``xml_box2d.py`` / ``box2d_env.py``: the bodies, fixtures and
 joints are created in the XML's order (cart, pole, track; pole joint, track–cart prismatic) with
 the parser's keyword arguments, so Box2D builds the same island as rllab's world. Sleeping is on

@@ -1,7 +1,7 @@
 """Slow single-env reference of rllab's ``normalize(DoublePendulumEnv())``, built with pybox2d.
 
 The world is made with our own pybox2d calls from the constants of
-``/work/shared/reference/paper-envs.md`` §3 (rllab's ``double_pendulum.xml.mako`` with
+``shared/reference/paper-envs.md`` §3 (rllab's ``double_pendulum.xml.mako`` with
 ``link_len = 1``), in the order rllab's XML parser creates it: bodies link1, link2, then the static
 track; joints ground–link1, then link1–link2 (that order decides Box2D's island order, §5).
 Box2D itself (pip ``box2d`` 2.3.10, float32) does the stepping, so this is the ground truth the

@@ -1,7 +1,7 @@
 """rllab's Box2D double pendulum (``normalize(DoublePendulumEnv())``, link_len 1), batched.
 
 Box2D 2.3's island solver for this one world, step for step, vectorised over envs in float64
-numpy (``/work/shared/reference/paper-envs.md`` §3–§5; §4: an ODE is another environment). An
+numpy (``shared/reference/paper-envs.md`` §3–§5; §4: an ODE is another environment). An
 MDP step is ``frame_skip = 2`` world steps of ``h = 0.01`` s, each: (1) gravity, and the elbow
 motor (speed ±1e5, max torque |τ|, τ = 50a), which always saturates, so its impulse is exactly
 ``h τ``; (2) warm start and 20 sequential-impulse sweeps over the joints in island order [elbow,
