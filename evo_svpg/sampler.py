@@ -147,6 +147,7 @@ class Sampler:
             for i, (_, width) in enumerate(spec.layer_sizes):
                 self._bufs[f"layer{i}"] = np.empty((n, t_max, e, width), dtype=np.float32)
             self._buffer_steps = t_max
+            self._layer_bufs = [self._bufs[f"layer{i}"] for i in range(len(spec.layer_sizes))]
         return self._bufs
 
     def collect(self, theta: np.ndarray, steps_per_env: int) -> Rollout:
@@ -231,7 +232,7 @@ class Sampler:
         parts, log_std = policy
         od = spec.obs_dim
         bufs["obs"][t] = obs.reshape(n, e, od)
-        layers = [bufs[f"layer{i}"][:, t] for i in range(len(spec.layer_sizes))]
+        layers = [buf[:, t] for buf in self._layer_bufs]
         out = forward_numpy(spec, parts, bufs["obs"][t], layers)
         actions = sample_actions(spec, out, log_std, self.rng)
         bufs["act"][t] = actions
@@ -263,7 +264,7 @@ class Sampler:
         episode_lengths = np.split(len_buf[:t_used][t_idx, slot][order], splits)
         if valid is None:  # continuing: the iteration boundary cuts every running episode
             trunc_buf[-1] |= ~term_buf[-1]
-        layers = [bufs[f"layer{i}"][:, :t_used] for i in range(len(self.spec.layer_sizes))]
+        layers = [buf[:, :t_used] for buf in self._layer_bufs]
         activations = [buf.reshape(n, t_used * e, -1) for buf in layers]
         step = np.maximum(len_buf[:t_used] - 1, 0).reshape(t_used, n, e)
         return Rollout(
