@@ -200,7 +200,7 @@ def write_cell_curves(args, estimator: str, env: str, variant: str) -> None:
     target = args.out / "curves" / f"{estimator}-{env}-{variant}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     lines = ["seed,iteration,best_particle,mean_particle"]
-    lines += [f"{s},{i},{b!r},{m!r}" for s, i, b, m in rows]
+    lines += [f"{s},{i},{b:.3f},{m:.3f}" for s, i, b, m in rows]  # 1e-3 of a return: enough
     target.write_text("\n".join(lines) + "\n")
 
 
