@@ -146,23 +146,20 @@ def _same_step(batched: Any, gym_value: Any, what: str, t: int) -> None:
 
 
 def _iteration(run: Run, probe: _Probe | None = None):
+    """:func:`run_iteration`; an error of the operator under test names the rule it breaks."""
     try:
         return run_iteration(run, probe)
-    except TypeError as exc:
-        if "not a PopulationState" in str(exc):
+    except Exception as exc:
+        if isinstance(exc, TypeError) and "not a PopulationState" in str(exc):
             _fail("returns a state", str(exc))
         if probe is None or not probe.in_call:
             raise
-        _undeclared_read(probe, exc)
-    except Exception as exc:
-        if probe is None or not probe.in_call:
-            raise
-        _undeclared_read(probe, exc)
-
-
-def _undeclared_read(probe: _Probe, exc: Exception) -> None:
-    _fail("declared reads", f"{probe.name} raised {type(exc).__name__}: {exc} with the fields "
-          f"it does not declare in reads ({sorted(probe.hidden)}) set to None")  # fmt: skip
+        hidden = sorted(probe.hidden)
+        _fail(
+            "declared reads",
+            f"{probe.name} raised {type(exc).__name__}: {exc} with the fields it does not "
+            f"declare in reads ({hidden}) set to None",
+        )
 
 
 def _fresh_instances(op: OperatorOrFactory) -> Callable[[], OperatorOrFactory]:

@@ -218,12 +218,18 @@ def run_all(
     budget: int | None,
     jobs: int,
     flags: Callable[[str, int], list[str]],
+    *,
+    mode_flag: bool = True,
+    seed_major: bool = False,
 ) -> dict[tuple[str, int], float]:
     """Every (mode, seed) run, ``jobs`` processes at a time: to ``budget`` env steps, or with
     ``budget=None`` for the iterations its flags give.
 
-    ``flags(mode, seed)`` gives the run's own flags; the budget, seed, mode and thread flags are
-    added here. Finished runs are skipped, unfinished ones resumed. Returns wall seconds per run.
+    ``flags(mode, seed)`` gives the run's own flags; the budget, seed, thread and (with
+    ``mode_flag``) ``--mode`` flags are added here; without it ``modes`` are labels (run
+    directories ``OUT/<label>/seed<k>``) whose flags name the mode. ``seed_major`` launches
+    seed 0 of every label first, so an interrupted grid has comparable first seeds. Finished
+    runs are skipped, unfinished ones resumed. Returns wall seconds per run.
     """
     threads = max(1, (os.cpu_count() or 1) // jobs)  # each process: its share of the cores
     limit = [] if budget is None else [
@@ -241,8 +247,8 @@ def run_all(
             wall = launch(
                 path,
                 [
-                    "--mode", mode, "--seed", str(seed), *limit, "--threads", str(threads),
-                    *flags(mode, seed),
+                    *(["--mode", mode] if mode_flag else []), "--seed", str(seed), *limit,
+                    "--threads", str(threads), *flags(mode, seed),
                 ],
             )  # fmt: skip
         except RunFailed as exc:
@@ -253,6 +259,8 @@ def run_all(
         return wall
 
     grid = [(m, s) for m in modes for s in range(seeds)]
+    if seed_major:
+        grid = [(m, s) for s in range(seeds) for m in modes]
     with ThreadPoolExecutor(jobs) as pool:
         walls = dict(zip(grid, pool.map(one, grid), strict=True))
     if failed:

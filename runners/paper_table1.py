@@ -10,7 +10,8 @@ at which the seed-mean curve comes within 5 % of that maximum, and the paper's n
 then the final mean particle and a fresh evaluation after training (medians over seeds, 95 %
 bootstrap intervals); ``summary.json`` (every value per seed), ``curves.png`` (seed-mean best
 particle with a band of ±1 standard error) and, for each finished run, its compact curve
-``curves/<cell>.csv`` (best and mean particle per iteration, per seed) to commit. Re-running the
+``curves/<cell>.csv`` (best and mean particle per iteration, per seed) to commit, written at
+each tabulation (``--tabulate-only`` after an interruption). Re-running the
 same command resumes unfinished runs and re-tabulates; an ``--out`` made with other settings is
 refused; one runner per ``--out``.
 
@@ -23,22 +24,20 @@ refused; one runner per ``--out``.
 from __future__ import annotations
 
 import os
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from _common import (
     RESERVED,
-    RunFailed,
     RunnerParser,
     bootstrap_median_ci,
     extra_flag_collision,
     finished,
     fmt_ci,
     fresh_returns,
-    launch,
+    run_all,
+    run_dir,
     runner_out,
     write_outputs,
 )
@@ -109,7 +108,7 @@ def run_flags(args, estimator: str, env: str, variant: str) -> list[str]:
 
 
 def cell_dir(out: Path, estimator: str, env: str, variant: str, seed: int) -> Path:
-    return out / estimator / env / variant / f"seed{seed}"
+    return run_dir(out, f"{estimator}/{env}/{variant}", seed)  # as run_all places it
 
 
 def _check(parser: RunnerParser, args) -> None:
@@ -144,41 +143,18 @@ def main(argv: list[str] | None = None) -> None:
 
 def _run_and_tabulate(args) -> None:
     cells = [(e, v, w) for e in args.estimators for v in args.envs for w in args.variants]
-    # Seed-major: an interrupted grid has its first seeds of every cell, a comparable table.
-    jobs = [(cell, seed) for seed in range(args.seeds) for cell in cells]
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    if not args.tabulate_only:
-        print(f"{len(jobs)} runs ({len(cells)} cells × {args.seeds} seeds), {args.jobs} at a time")
-    failed: list[str] = []
-    writing = threading.Lock()
-
-    def one(job) -> None:
-        (estimator, env, variant), seed = job
-        path = cell_dir(args.out, estimator, env, variant, seed)
-        if finished(path, None):
-            return
-        flags = [*run_flags(args, estimator, env, variant), "--seed", str(seed),
-                 "--threads", str(threads)]  # fmt: skip
-        try:
-            wall = launch(path, flags)
-        except RunFailed as exc:
-            failed.append(f"{estimator} {env} {variant} seed {seed} ({exc})")
-            print(f"  {estimator} {env} {variant} seed {seed}: FAILED ({exc})", flush=True)
-            return
-        print(f"  {estimator} {env} {variant} seed {seed}: {wall:.0f} s", flush=True)
-        with writing:
-            write_cell_curves(args, estimator, env, variant)
-
+    labels = {"/".join(cell): cell for cell in cells}  # run directories OUT/<e>/<env>/<w>/seed<k>
     start = time.perf_counter()
-    if args.tabulate_only:
-        jobs = []
-        for cell in cells:
-            write_cell_curves(args, *cell)
-    with ThreadPoolExecutor(args.jobs) as pool:
-        list(pool.map(one, jobs))
-    if failed:
-        raise SystemExit(f"error: {len(failed)} run(s) failed: {'; '.join(failed)}; the others "
-                         "are kept: run the same command again to resume")  # fmt: skip
+    if not args.tabulate_only:
+        print(f"{len(cells) * args.seeds} runs ({len(cells)} cells × {args.seeds} seeds), "
+              f"{args.jobs} at a time")  # fmt: skip
+        run_all(
+            args.out, list(labels), args.seeds, None, args.jobs,
+            lambda label, seed: run_flags(args, *labels[label]), mode_flag=False,
+            seed_major=True,  # an interrupted grid has the first seeds of every cell
+        )  # fmt: skip
+    for cell in cells:
+        write_cell_curves(args, *cell)
     tabulate(args, cells, time.perf_counter() - start)
 
 
