@@ -66,6 +66,11 @@ def operator_names(cfg) -> list[str]:
 for _name, _mode in {
     "pure": Mode("exact SVPG (seed eq. 6): kernel-smoothed ∇J/α plus repulsion, Adam", SVPG),
     "independent": Mode("n independent policy-gradient workers, no kernel", INDEPENDENT),
+    "langevin": Mode(
+        "n independent particles sampling exp(J/α) by preconditioned SGLD (pSGLD): a step "
+        "along ∇J/α plus Gaussian noise, no kernel (the released code's extra baseline)",
+        ("collect", "policy-gradient", "langevin"),
+    ),
     "joint": Mode(
         "one worker with the whole budget (n × steps per iteration)",
         INDEPENDENT,

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "runners"))
 
 import paper_table1  # noqa: E402
+from paper_table1 import paper_metric_ci  # noqa: E402
 
 
 def test_the_paper_metric_is_the_max_of_the_seed_mean_and_the_first_iteration_within_5_percent():
@@ -22,6 +23,14 @@ def test_the_paper_metric_is_the_max_of_the_seed_mean_and_the_first_iteration_wi
     assert paper_table1.paper_metric(best) == (100.0, 3)
     negative = np.array([[-900.0, -400.0, -330.0, -320.0]])
     assert paper_table1.paper_metric(negative) == (-320.0, 3)  # within 16 of -320
+
+
+def test_the_interval_over_seeds_resamples_whole_seeds():
+    best = np.array([[0.0, 10.0, 20.0], [0.0, 30.0, 40.0]])  # seed maxima 20 and 40
+    low, high = paper_metric_ci(best, resamples=4000)
+    # draws: (s0, s0) -> 20, (s1, s1) -> 40, mixed -> mean curve max 30; a quarter each side
+    assert (low, high) == (20.0, 40.0)
+    assert paper_metric_ci(best[:1]) == (20.0, 20.0)  # one seed: no spread
 
 
 @pytest.mark.parametrize(
@@ -45,7 +54,7 @@ def test_flags_that_would_change_a_cell_are_refused(args, message, tmp_path, cap
 def test_a_tiny_grid_runs_tabulates_and_resumes(tmp_path):
     argv = ["--out", str(tmp_path / "t"), "--iterations", "2", "--steps-per-particle", "200",
             "--particles", "2", "--seeds", "2", "--estimators", "reinforce", "--envs",
-            "swing-up", "--variants", "joint", "svpg-svgd", "--jobs", "2", "--",
+            "swing-up", "--variants", "joint", "svpg-svgd", "langevin", "--jobs", "2", "--",
             "--hidden-sizes", "8", "--envs-per-particle", "4",
             "--final-eval-episodes", "1"]  # fmt: skip
     paper_table1.main(argv)
@@ -54,6 +63,9 @@ def test_a_tiny_grid_runs_tabulates_and_resumes(tmp_path):
     assert "426.69 (238)" in table  # the paper's SVPG cell beside ours
     summary = json.loads((tmp_path / "t" / "summary.json").read_text())
     assert summary["reinforce/swing-up/svpg-svgd"]["seeds"] == 2
+    cell = r"\| reinforce \| swing-up \| langevin \| [-\d.]+ \[[-\d.]+, [-\d.]+\] \(\d+\) \| — \|"
+    assert re.search(cell, table)
+    assert summary["reinforce/swing-up/langevin"]["paper"] is None  # not in Table 1
     curves = (tmp_path / "t" / "curves" / "reinforce-swing-up-joint.csv").read_text()
     assert curves.splitlines()[0] == "seed,iteration,best_particle,mean_particle"
     assert len(curves.splitlines()) == 1 + 2 * 2  # 2 seeds × 2 iterations

@@ -3,7 +3,14 @@
 Importing this package registers the built-in operators in :data:`evo_svpg.registry.OPERATORS`.
 """
 
-from evo_svpg.operators import erl, measure, novelty, selection, variation  # noqa: F401
+from evo_svpg.operators import (  # noqa: F401
+    erl,
+    langevin,
+    measure,
+    novelty,
+    selection,
+    variation,
+)
 from evo_svpg.operators.base import (
     Build,
     Context,
