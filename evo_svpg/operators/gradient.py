@@ -50,7 +50,8 @@ class SVGDSettings(Settings):
         check=finite_positive,
     )  # fmt: skip
     bandwidth: str | float = setting(
-        "svgd", "kernel bandwidth: a convention name or a positive h", key="bandwidth",
+        "svpg_code", "kernel bandwidth: svpg_code (the released code's, with which SVPG reproduces "
+        "the paper), svgd (the paper text's) or a positive h", key="bandwidth",
         check=_bandwidth, parse=_parse_bandwidth,
     )  # fmt: skip
 
