@@ -1,8 +1,9 @@
 """The SVPG paper's Table 1: joint, independent and SVPG workers on rllab's swing-up and double
 pendulum, with REINFORCE and the paper's "A2C" (``linear-baseline``).
 
-Every run samples whole episodes as rllab (``--sampling whole-episodes``), for ``--iterations``
-iterations of ``--particles`` × ``--steps-per-particle`` env steps. SVPG runs once per kernel
+Each cell is a config, ``configs/paper_table1/<estimator>-<env>-<variant>.toml`` (whole-episode
+sampling as rllab); the runner runs it for each seed with its ``--iterations`` iterations of
+``--particles`` × ``--steps-per-particle`` env steps. SVPG runs once per kernel
 bandwidth convention (``svpg-svgd``: the paper text's, ``svpg-svpg_code``: the released code's);
 ``langevin`` is the released code's extra baseline (``--mode langevin``), not in Table 1.
 Writes ``table.md`` in the paper's format: per cell the mean over seeds of the maximum of the
@@ -46,14 +47,11 @@ from _common import (
 from evo_svpg.cli import check_run_flags
 from evo_svpg.plot import load_curves
 
-ENVS = {"swing-up": "evo_svpg/CartpoleSwingup-v0", "double-pendulum": "evo_svpg/DoublePendulum-v0"}
-VARIANTS = {
-    "joint": ["--mode", "joint"],
-    "independent": ["--mode", "independent"],
-    "svpg-svgd": ["--mode", "pure", "--bandwidth", "svgd"],
-    "svpg-svpg_code": ["--mode", "pure", "--bandwidth", "svpg_code"],
-    "langevin": ["--mode", "langevin"],  # the released code's extra figure; not in Table 1
-}
+# Each cell is a config file, configs/paper_table1/<estimator>-<env>-<variant>.toml, runnable on
+# its own with `evo-svpg run --config`; the runner only overrides the three counts.
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "paper_table1"
+ENVS = ("swing-up", "double-pendulum")
+VARIANTS = ("joint", "independent", "svpg-svgd", "svpg-svpg_code", "langevin")
 ESTIMATORS = ("reinforce", "linear-baseline")
 # Table 1 of Liu et al. 2017: best return (seed-mean of the best-agent curve) and the iterations
 # to reach 95 % of it. The paper's "A2C" is this project's linear-baseline estimator.
@@ -69,6 +67,8 @@ PAPER = {
 }  # fmt: skip
 OWN_FLAGS = {
     **RESERVED,
+    "--config": "every cell runs its own configs/paper_table1/ file",
+    "--mode": "--variants chooses the workers",
     "--env": "--envs chooses the environments",
     "--estimator": "--estimators chooses the estimators",
     "--sampling": "the paper's runs sample whole episodes",
@@ -88,8 +88,8 @@ def _parser() -> RunnerParser:
                         help="the paper: 10,000; the released code: 5,000")  # fmt: skip
     parser.add_argument("--particles", type=int, default=16)
     parser.add_argument("--estimators", nargs="+", default=list(ESTIMATORS), choices=ESTIMATORS)
-    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=ENVS)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
     parser.add_argument(
         "--tabulate-only", action="store_true",
@@ -99,12 +99,15 @@ def _parser() -> RunnerParser:
     return parser
 
 
+def cell_config(estimator: str, env: str, variant: str) -> Path:
+    return CONFIGS / f"{estimator}-{env}-{variant}.toml"
+
+
 def run_flags(args, estimator: str, env: str, variant: str) -> list[str]:
     """The `evo-svpg run` flags of one cell (without seed, threads and --out)."""
     return [
-        *VARIANTS[variant], "--env", ENVS[env], "--estimator", estimator,
-        "--sampling", "whole-episodes", "--particles", str(args.particles),
-        "--steps-per-particle", str(args.steps_per_particle),
+        "--config", str(cell_config(estimator, env, variant)),
+        "--particles", str(args.particles), "--steps-per-particle", str(args.steps_per_particle),
         "--iterations", str(args.iterations), *args.extra,
     ]  # fmt: skip
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from evo_svpg.config import RunConfig
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "runners"))
 
@@ -33,6 +35,37 @@ def test_the_interval_over_seeds_resamples_whole_seeds():
     assert paper_metric_ci(best[:1]) == (20.0, 20.0)  # one seed: no spread
 
 
+CELLS = {  # what each variant's config must say, written out independently of the files
+    "joint": {"mode": "joint"},
+    "independent": {"mode": "independent"},
+    "svpg-svgd": {"mode": "pure", "bandwidth": "svgd", "alpha": 10.0},
+    "svpg-svpg_code": {"mode": "pure", "bandwidth": "svpg_code", "alpha": 10.0},
+    "langevin": {"mode": "langevin", "alpha": 10.0, "langevin_noise": 1.0},
+}
+ENV_IDS = {
+    "swing-up": "evo_svpg/CartpoleSwingup-v0",
+    "double-pendulum": "evo_svpg/DoublePendulum-v0",
+}
+
+
+def test_every_cell_has_a_config_with_the_papers_setting():
+    files = {p.name for p in paper_table1.CONFIGS.glob("*.toml")}
+    expected = set()
+    for estimator in paper_table1.ESTIMATORS:
+        for env in paper_table1.ENVS:
+            for variant in paper_table1.VARIANTS:
+                path = paper_table1.cell_config(estimator, env, variant)
+                expected.add(path.name)
+                cfg = RunConfig.from_toml(path).to_dict()
+                want = {
+                    **CELLS[variant], "env": ENV_IDS[env], "estimator": estimator,
+                    "sampling": "whole-episodes", "particles": 16, "steps_per_particle": 10_000,
+                    "iterations": 1000, "lr": 0.005, "gamma": 0.99, "hidden_sizes": [100, 50, 25],
+                }  # fmt: skip
+                assert {k: cfg[k] for k in want} == want, path.name
+    assert files == expected  # no stray cell
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -40,6 +73,8 @@ def test_the_interval_over_seeds_resamples_whole_seeds():
         (["--", "--bandwidth", "5"], r"--bandwidth collides .* --variants"),
         (["--seeds", "0"], r"--seeds 0: must be >= 1"),
         (["--", "--estimator", "a2c"], r"--estimator collides"),
+        (["--", "--config", "x.toml"], r"--config collides .* configs/paper_table1"),
+        (["--", "--mode", "pure"], r"--mode collides .* --variants"),
     ],
 )
 def test_flags_that_would_change_a_cell_are_refused(args, message, tmp_path, capsys):

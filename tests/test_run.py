@@ -314,7 +314,7 @@ def test_seed_config_file_is_the_default_setting():
     assert RunConfig.from_toml(ROOT / "configs" / "cartpole_seed.toml") == RunConfig()
 
 
-@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.toml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").rglob("*.toml")), ids=lambda p: p.name)
 def test_every_shipped_config_is_valid(path):
     RunConfig.from_toml(path)  # raises on unknown keys or bad values
 
