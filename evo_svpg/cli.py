@@ -115,14 +115,20 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
     return cfg, args.out, False
 
 
-def check_run_flags(flags: list[str]) -> RunConfig:
-    """The config ``evo-svpg run FLAGS`` would train, checked as that command checks it (the
-    flags, the config's values, and everything :func:`build_run` refuses: device, environment,
-    observation bounds, memory); ValueError otherwise. Runners call it for every mode first."""
+def config_of_flags(flags: list[str]) -> RunConfig:
+    """The config ``evo-svpg run FLAGS`` would train (flags, ``--config`` file, defaults),
+    checked as values only; ValueError otherwise."""
     args = _parser(_RaisingParser).parse_args(["run", *flags])
     if args.resume is not None or args.out is not None:
         raise ValueError("--out and --resume are set by the runner")
     cfg, _, _ = _resolve(args)
+    return cfg
+
+
+def check_run_flags(flags: list[str]) -> RunConfig:
+    """:func:`config_of_flags`, also checked for everything :func:`build_run` refuses (device,
+    environment, observation bounds, memory). Runners call it for every mode first."""
+    cfg = config_of_flags(flags)
     build_run(cfg).env.close()
     return cfg
 

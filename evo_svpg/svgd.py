@@ -146,7 +146,7 @@ def svpg_direction_and_bandwidth(
     policy_grad: Tensor,
     alpha: float,
     prior_score: Tensor | None = None,
-    bandwidth: float | str = "svgd",
+    bandwidth: float | str = "svpg_code",
 ) -> tuple[Tensor, float]:
     """SVPG direction (SVPG eq. 6) and h: SVGD with s_j = ∇J(θ_j)/α + ∇ log q0(θ_j).
 
@@ -168,7 +168,7 @@ def svpg_direction(
     policy_grad: Tensor,
     alpha: float,
     prior_score: Tensor | None = None,
-    bandwidth: float | str = "svgd",
+    bandwidth: float | str = "svpg_code",
 ) -> Tensor:
     """SVPG ascent direction φ ``[n, d]``; see ``svpg_direction_and_bandwidth``."""
     return svpg_direction_and_bandwidth(theta, policy_grad, alpha, prior_score, bandwidth)[0]

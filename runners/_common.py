@@ -21,11 +21,12 @@ from typing import NoReturn
 
 import numpy as np
 
-from evo_svpg.cli import check_run_flags
-from evo_svpg.config import all_keys
+from evo_svpg.cli import check_run_flags, config_of_flags
+from evo_svpg.config import RunConfig, all_keys
 from evo_svpg.metrics import FINAL_SHARE, EpisodeTotals
 from evo_svpg.plot import load_curves, run_window
 from evo_svpg.report import strict_json
+from evo_svpg.run_state import RESUME_OVERRIDABLE
 from evo_svpg.rundir import RunLock, make_directory
 
 
@@ -211,6 +212,70 @@ def check_settings(out: Path, settings: dict) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+def _full_flags(
+    mode: str, seed: int, budget: int | None, threads: int, flags: list[str], mode_flag: bool
+) -> list[str]:
+    """The `evo-svpg run` flags of one run of :func:`run_all` (without ``--out``)."""
+    limit = [] if budget is None else [
+        "--budget", str(budget), "--iterations", str(NO_ITERATION_LIMIT)
+    ]  # fmt: skip
+    return [
+        *(["--mode", mode] if mode_flag else []), "--seed", str(seed), *limit,
+        "--threads", str(threads), *flags,
+    ]  # fmt: skip
+
+
+def run_setting(cfg: RunConfig) -> dict:
+    """What a run computes: its run keys and used sections, flat, without the keys a resume
+    may change (threads, device, ...). Unused sections (the kernel of a joint run) don't count."""
+    nested = cfg.to_nested()
+    nested.pop("unused")
+    flat = {}
+    for key, value in nested.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in value.items()})
+        elif key not in RESUME_OVERRIDABLE or key in ("iterations", "budget"):
+            flat[key] = value
+    return flat
+
+
+def check_existing_runs(
+    out: Path,
+    modes: list[str],
+    seeds: int,
+    budget: int | None,
+    flags: Callable[[str, int], list[str]],
+    *,
+    mode_flag: bool = True,
+) -> None:
+    """Refuse (SystemExit) when a run directory under ``out`` was made with another setting
+    than the flags would give now: a changed default, an edited config file or other flags
+    would otherwise mix runs of two settings in one table. Legacy ``runner.json`` files can't
+    say this; each run's ``config.json`` can."""
+    problems = []
+    for mode in modes:
+        for seed in range(seeds):
+            path = run_dir(out, mode, seed)
+            if not (path / "config.json").is_file():
+                continue
+            saved_data = json.loads((path / "config.json").read_text())["config"]
+            saved = run_setting(RunConfig.from_dict(saved_data, source=str(path / "config.json")))
+            now = run_setting(config_of_flags(
+                _full_flags(mode, seed, budget, 1, flags(mode, seed), mode_flag)
+            ))  # fmt: skip
+            changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+            if changed:
+                problems.append(f"{path}: " + ", ".join(
+                    f"{k} = {saved.get(k)!r} there, {now.get(k)!r} now" for k in changed[:4]
+                ))  # fmt: skip
+    if problems:
+        raise SystemExit(
+            f"error: {len(problems)} run(s) under {out} were made with another setting than "
+            f"these flags give (a default or a config file changed?): {'; '.join(problems[:5])}"
+            "; use another --out, or flags that give the runs' setting"
+        )
+
+
 def run_all(
     out: Path,
     modes: list[str],
@@ -231,10 +296,8 @@ def run_all(
     seed 0 of every label first, so an interrupted grid has comparable first seeds. Finished
     runs are skipped, unfinished ones resumed. Returns wall seconds per run.
     """
+    check_existing_runs(out, modes, seeds, budget, flags, mode_flag=mode_flag)
     threads = max(1, (os.cpu_count() or 1) // jobs)  # each process: its share of the cores
-    limit = [] if budget is None else [
-        "--budget", str(budget), "--iterations", str(NO_ITERATION_LIMIT)
-    ]  # fmt: skip
 
     failed: list[str] = []
 
@@ -245,12 +308,8 @@ def run_all(
             return float(path.with_name(path.name + ".wall").read_text())
         try:
             wall = launch(
-                path,
-                [
-                    *(["--mode", mode] if mode_flag else []), "--seed", str(seed), *limit,
-                    "--threads", str(threads), *flags(mode, seed),
-                ],
-            )  # fmt: skip
+                path, _full_flags(mode, seed, budget, threads, flags(mode, seed), mode_flag)
+            )
         except RunFailed as exc:
             failed.append(f"{mode} seed {seed} ({exc})")
             print(f"  {mode} seed {seed}: FAILED ({exc})", flush=True)

@@ -10,13 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from evo_svpg.config import RunConfig
+from evo_svpg.config import RunConfig, load_toml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "runners"))
 
 import paper_table1  # noqa: E402
-from paper_table1 import paper_metric_ci  # noqa: E402
+from _common import run_setting  # noqa: E402
+from paper_table1 import peak_interval  # noqa: E402
+
+from evo_svpg.cli import config_of_flags  # noqa: E402
 
 
 def test_the_paper_metric_is_the_max_of_the_seed_mean_and_the_first_iteration_within_5_percent():
@@ -27,12 +30,18 @@ def test_the_paper_metric_is_the_max_of_the_seed_mean_and_the_first_iteration_wi
     assert paper_table1.paper_metric(negative) == (-320.0, 3)  # within 16 of -320
 
 
-def test_the_interval_over_seeds_resamples_whole_seeds():
-    best = np.array([[0.0, 10.0, 20.0], [0.0, 30.0, 40.0]])  # seed maxima 20 and 40
-    low, high = paper_metric_ci(best, resamples=4000)
-    # draws: (s0, s0) -> 20, (s1, s1) -> 40, mixed -> mean curve max 30; a quarter each side
+def test_the_interval_is_a_bootstrap_of_the_seed_mean_at_the_peak_iteration():
+    # seed means 0, 20, 30, 25: peak at iteration 3, where the seeds hold 20 and 40
+    best = np.array([[0.0, 10.0, 20.0, 30.0], [0.0, 30.0, 40.0, 20.0]])
+    low, high = peak_interval(best)
+    # resampled means at iteration 3: 20 (p 1/4), 30 (1/2), 40 (1/4) -> 2.5 % and 97.5 %
     assert (low, high) == (20.0, 40.0)
-    assert paper_metric_ci(best[:1]) == (20.0, 20.0)  # one seed: no spread
+    assert peak_interval(best[:1]) == (30.0, 30.0)  # one seed: its own peak, no spread
+    many = np.random.default_rng(1).normal(100.0, 10.0, size=(400, 3))
+    low, high = peak_interval(many)  # ≈ mean ± 1.96 · 10 / √400 around the peak's mean
+    peak_mean = many[:, np.argmax(many.mean(0))].mean()
+    assert low == pytest.approx(peak_mean - 0.98, abs=0.15)
+    assert high == pytest.approx(peak_mean + 0.98, abs=0.15)
 
 
 CELLS = {  # what each variant's config must say, written out independently of the files
@@ -42,6 +51,7 @@ CELLS = {  # what each variant's config must say, written out independently of t
     "svpg-svpg_code": {"mode": "pure", "bandwidth": "svpg_code", "alpha": 10.0},
     "langevin": {"mode": "langevin", "alpha": 10.0, "langevin_noise": 1.0},
 }
+LINEAR_BASELINE = {"baseline_reg_coeff": 1e-5, "baseline_gae_lambda": 1.0}  # rllab's
 ENV_IDS = {
     "swing-up": "evo_svpg/CartpoleSwingup-v0",
     "double-pendulum": "evo_svpg/DoublePendulum-v0",
@@ -56,14 +66,35 @@ def test_every_cell_has_a_config_with_the_papers_setting():
             for variant in paper_table1.VARIANTS:
                 path = paper_table1.cell_config(estimator, env, variant)
                 expected.add(path.name)
-                cfg = RunConfig.from_toml(path).to_dict()
+                RunConfig.from_toml(path)  # valid
+                pinned = load_toml(path)  # the file itself, not defaults filled in
                 want = {
                     **CELLS[variant], "env": ENV_IDS[env], "estimator": estimator,
                     "sampling": "whole-episodes", "particles": 16, "steps_per_particle": 10_000,
                     "iterations": 1000, "lr": 0.005, "gamma": 0.99, "hidden_sizes": [100, 50, 25],
+                    **(LINEAR_BASELINE if estimator == "linear-baseline" else {}),
                 }  # fmt: skip
-                assert {k: cfg[k] for k in want} == want, path.name
+                assert {k: pinned.get(k) for k in want} == want, path.name
     assert files == expected  # no stray cell
+
+
+def test_cells_from_their_files_compute_what_the_flag_launched_cells_of_before_did():
+    """results/table1 holds runs launched with flags before the cells had files: the runner's
+    check of existing runs lets both into one table only if they compute the same thing."""
+    old = {
+        "joint": ["--mode", "joint"], "independent": ["--mode", "independent"],
+        "svpg-svgd": ["--mode", "pure", "--bandwidth", "svgd"],
+        "svpg-svpg_code": ["--mode", "pure", "--bandwidth", "svpg_code"],
+    }  # fmt: skip
+    args = paper_table1._parser().parse_args(["--out", "x"])
+    for estimator in paper_table1.ESTIMATORS:
+        for env, env_id in ENV_IDS.items():
+            for variant, flags in old.items():
+                before = [*flags, "--env", env_id, "--estimator", estimator, "--sampling",
+                          "whole-episodes", "--particles", "16", "--steps-per-particle",
+                          "10000", "--iterations", "1000"]  # fmt: skip
+                now = paper_table1.run_flags(args, estimator, env, variant)
+                assert run_setting(config_of_flags(before)) == run_setting(config_of_flags(now))
 
 
 @pytest.mark.parametrize(

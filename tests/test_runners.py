@@ -18,12 +18,14 @@ import qd_mountaincar  # noqa: E402
 from _common import (  # noqa: E402
     RESERVED,
     bootstrap_median_ci,
+    check_existing_runs,
     curves_on_grid,
     extra_flag_collision,
     final_returns,
     launch,
 )
 
+from evo_svpg.cli import config_of_flags  # noqa: E402
 from evo_svpg.rundir import RunLock  # noqa: E402
 
 
@@ -54,6 +56,29 @@ def test_a_run_killed_before_its_first_iteration_is_moved_aside_too(tmp_path):
         "seed0.unresumable"
     ]
     assert (run / "summary.json").exists()
+
+
+def _saved_run(out: Path, mode: str, seed: int, flags: list[str]) -> None:
+    """A run directory's config.json as `evo-svpg run` writes it (no training needed)."""
+    cfg = config_of_flags(["--mode", mode, "--seed", str(seed), *flags])
+    (out / mode / f"seed{seed}").mkdir(parents=True)
+    (out / mode / f"seed{seed}" / "config.json").write_text(json.dumps({"config": cfg.to_nested()}))
+
+
+def test_runs_made_with_another_setting_are_refused_naming_what_differs(tmp_path):
+    _saved_run(tmp_path, "pure", 0, ["--bandwidth", "svgd", "--threads", "2"])
+    _saved_run(tmp_path, "independent", 0, ["--bandwidth", "svgd"])  # unused by independent
+    both = ["pure", "independent"]
+    check_existing_runs(tmp_path, both, 2, None, lambda m, s: ["--bandwidth", "svgd"])  # same
+    check_existing_runs(tmp_path, ["independent"], 1, None, lambda m, s: [])  # unused differs
+    with pytest.raises(SystemExit, match=r"pure/seed0: svgd.bandwidth = 'svgd' there, "
+                                         r"'svpg_code' now"):  # fmt: skip
+        check_existing_runs(tmp_path, both, 1, None, lambda m, s: [])  # the default changed
+    alpha = ["--bandwidth", "svgd", "--alpha", "3"]
+    with pytest.raises(SystemExit, match=r"seed0: svgd.alpha = 10.0 there, 3.0 now"):
+        check_existing_runs(tmp_path, ["pure"], 1, None, lambda m, s: alpha)
+    with pytest.raises(SystemExit, match=r"budget = 0 there, 1000 now"):
+        check_existing_runs(tmp_path, ["independent"], 1, 1000, lambda m, s: [])
 
 
 def test_bootstrap_interval_of_the_median():

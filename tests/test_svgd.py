@@ -207,7 +207,9 @@ def test_svpg_temperature_scales_the_policy_gradient_only():
     a = svpg_direction(theta, grad, 4.0, prior, 1.3)
     b = svgd_direction(theta, grad / 4.0 + prior, 1.3)
     torch.testing.assert_close(a, b)
-    torch.testing.assert_close(svpg_direction(theta, grad, 2.0), svgd_direction(theta, grad / 2.0))
+    torch.testing.assert_close(
+        svpg_direction(theta, grad, 2.0, bandwidth="svgd"), svgd_direction(theta, grad / 2.0)
+    )
 
 
 # ----------------------------------------------------------------------------- kernel gradient

@@ -8,9 +8,11 @@ another sampler)::
     g = ∇J/α,   v ← β₂ v + (1 − β₂) g²,   G = 1 / (√(v / (1 − β₂ᵗ)) + ε)
     θ ← θ + lr · G ⊙ g  +  noise · √(2 · lr · G) ⊙ ξ,   ξ ~ N(0, I)
 
-``noise = 1`` is SGLD's scaling: the noise variance is twice the step taken along ∇ log q. The
-released code does not show how its Langevin curve was made, so ``langevin_noise`` scales the
-noise (0: deterministic RMSprop ascent on each particle's own ∇J).
+``noise = 1`` is SGLD's scaling: per coordinate, the noise variance is twice the preconditioned
+step size ``lr · G`` (Li et al.'s ε/2 = lr). The released code does not show how its Langevin
+curve was made, so ``langevin_noise`` scales the noise (0: deterministic RMSprop ascent on each
+particle's own ∇J). Where a coordinate's gradient is ~0 for long, G grows to 1/ε and so does its
+noise: a flat direction of exp(J/α) is explored freely (``langevin_noise_std_max`` shows it).
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def _nonnegative_finite(key: str, value: object) -> None:
 class LangevinSettings(Settings):
     section, title = "langevin", "Langevin baseline (pSGLD on exp(J/α); uses alpha and lr)"
     noise: float = setting(
-        1.0, "scale of the Langevin noise: 1 = SGLD (variance 2 × the step along ∇J/α), "
-        "0 = none", key="langevin_noise", check=_nonnegative_finite,
+        1.0, "scale of the Langevin noise: 1 = SGLD (variance 2 × the preconditioned step "
+        "size), 0 = none", key="langevin_noise", check=_nonnegative_finite,
     )  # fmt: skip
 
 
@@ -80,11 +82,11 @@ class LangevinAscent:
             state.params, grads, self.v, self.t, lr=self.lr, alpha=self.alpha,
             noise=self.noise, xi=xi,
         )  # fmt: skip
-        # Diagnostics for "does the noise swamp the drift?": mean |noise std| and |drift| per
-        # coordinate of this step.
-        state.scalars["langevin_noise_std"] = float(
-            self.noise * (2 * self.lr * precond).sqrt().mean()
-        )
+        # Diagnostics for "does the noise swamp the drift?": per coordinate of this step, the
+        # noise std (mean and max over coordinates and particles) and the mean |drift|.
+        noise_std = self.noise * (2 * self.lr * precond).sqrt()
+        state.scalars["langevin_noise_std"] = float(noise_std.mean())
+        state.scalars["langevin_noise_std_max"] = float(noise_std.max())
         state.scalars["langevin_drift"] = float(
             (self.lr * precond * grads / self.alpha).abs().mean()
         )
