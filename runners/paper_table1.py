@@ -9,13 +9,13 @@ bandwidth convention (``svpg-svgd``: the paper text's, ``svpg-svpg_code``: the r
 Writes ``table.md`` in the paper's format: per cell the mean over seeds of the maximum of the
 best-particle curve (each iteration's best particle, its training return), the first iteration
 at which the seed-mean curve comes within 5 % of that maximum, and the paper's number beside it;
-then the final mean particle and a fresh evaluation after training (medians over seeds, 95 %
-bootstrap intervals); ``summary.json`` (every value per seed), ``curves.png`` (seed-mean best
-particle with a band of ±1 standard error) and, for each finished run, its compact curve
-``curves/<cell>.csv`` (best and mean particle per iteration, per seed) to commit, written at
-each tabulation (``--tabulate-only`` after an interruption). Re-running the
-same command resumes unfinished runs and re-tabulates; an ``--out`` made with other settings is
-refused; one runner per ``--out``.
+then the final mean particle and a fresh evaluation after training of every particle and of the
+one chosen on training (medians over seeds, 95 % bootstrap intervals); ``summary.json`` (every
+value per seed), ``curves.png`` (seed-mean best particle with a band of ±1 standard error) and,
+for each finished run, its compact curve ``curves/<cell>.csv`` (best and mean particle per
+iteration, per seed) to commit, written at each tabulation (``--tabulate-only`` after an
+interruption). Re-running the same command resumes unfinished runs and re-tabulates; an
+``--out`` made with other settings is refused; one runner per ``--out``.
 
     python runners/paper_table1.py --out results/table1 [--seeds 5] [--iterations 1000] \\
         [--steps-per-particle 10000] [--particles 16] [--estimators reinforce linear-baseline] \\
@@ -219,8 +219,9 @@ def peak_interval(
 def tabulate(args, cells, seconds: float) -> None:
     head = ("| estimator | env | workers | best return [95 % interval at its iteration] "
             "(iteration at 95 %) | paper "
-            "| final mean particle | fresh mean particle | seeds |")  # fmt: skip
-    rows, summary = [head, "|---|---|---|---|---|---|---|---|"], {}
+            "| final mean particle | fresh mean particle | fresh particle chosen on training "
+            "| seeds |")  # fmt: skip
+    rows, summary = [head, "|---|---|---|---|---|---|---|---|---|"], {}
     figures = {}
     for estimator, env, variant in cells:
         paths = [cell_dir(args.out, estimator, env, variant, s) for s in range(args.seeds)]
@@ -233,13 +234,15 @@ def tabulate(args, cells, seconds: float) -> None:
         top, first = paper_metric(best)
         low, high = peak_interval(best)
         final_mean = np.array([np.nanmean(c["mean"][-max(1, length // 10) :]) for c in curves])
-        fresh = np.array([fresh_returns(p)["fresh_mean_particle_return"] for p in done])
+        fresh_all = [fresh_returns(p) for p in done]
+        fresh = np.array([f["fresh_mean_particle_return"] for f in fresh_all])
+        chosen = np.array([f["fresh_selected_particle_return"] for f in fresh_all])
         ref = PAPER[(estimator, env)].get("svpg" if variant.startswith("svpg") else variant)
         rows.append(
             f"| {estimator} | {env} | {variant} | {top:.1f} [{low:.1f}, {high:.1f}] ({first}) | "
             f"{f'{ref[0]} ({ref[1]})' if ref else '—'} | "
             f"{fmt_ci(bootstrap_median_ci(final_mean))} | {fmt_ci(bootstrap_median_ci(fresh))} "
-            f"| {len(done)} |"
+            f"| {fmt_ci(bootstrap_median_ci(chosen))} | {len(done)} |"
         )
         summary[f"{estimator}/{env}/{variant}"] = {
             "best_return": top, "best_return_interval_at_peak": [low, high],
@@ -247,7 +250,7 @@ def tabulate(args, cells, seconds: float) -> None:
             "paper": list(ref) if ref else None,
             "best_curve_max_per_seed": np.nanmax(best, axis=1).tolist(),
             "final_mean_particle": final_mean.tolist(), "fresh_mean_particle": fresh.tolist(),
-            "seeds": len(done), "iterations": length,
+            "fresh_chosen_particle": chosen.tolist(), "seeds": len(done), "iterations": length,
         }  # fmt: skip
         figures[(estimator, env, variant)] = best
     table = (
@@ -256,8 +259,10 @@ def tabulate(args, cells, seconds: float) -> None:
         f"{'; '.join(args.extra) or 'no extra flags'}. Best return: max over iterations of the "
         "seed-mean of each iteration's best particle (training return), with the 95 % "
         "percentile bootstrap interval over seeds of that seed mean at the iteration of the "
-        "maximum; final mean particle: "
-        "the last 10 % of iterations, median over seeds [95 % bootstrap interval]; "
+        "maximum; final mean particle: the last 10 % of iterations; fresh: 10 new episodes per "
+        "particle after training, of every particle (mean) and of the one with the best final "
+        "training return (an unbiased score of the particle one would pick); these three are "
+        "medians over seeds [95 % bootstrap interval]; "
         f"tabulated after {seconds:.0f} s.\n\n" + "\n".join(rows)
     )
     write_outputs(args.out, table, summary, lambda target: _plot(figures, target))
