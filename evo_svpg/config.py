@@ -6,8 +6,9 @@
 ``cfg["cem"]``; a run-level field is ``cfg.particles``. ``config.json`` shows the structure:
 the run-level keys, then one table per section the run uses, then the sections it does not use.
 
-Defaults follow the SVPG paper's CartPole setting (16 particles, α = 10, 10,000 env steps per
-particle per iteration, 50 iterations, MLP 100-50-25 tanh, Adam lr 5e-3 as in the original code).
+Defaults follow the SVPG paper's CartPole settings (16 particles, α = 10, 10,000 env steps per
+particle per iteration, 50 iterations, MLP 100-50-25 tanh, Adam lr 5e-3 and the kernel as in the
+original code), on gymnasium's CartPole-v1.
 """
 
 from __future__ import annotations
