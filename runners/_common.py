@@ -225,6 +225,10 @@ def _full_flags(
     ]  # fmt: skip
 
 
+# Keys a resume may change without changing what a run computes (threads, device, ...).
+_NOT_A_SETTING = frozenset(RESUME_OVERRIDABLE) - {"iterations", "budget"}
+
+
 def run_setting(cfg: RunConfig) -> dict:
     """What a run computes: its run keys and used sections, flat, without the keys a resume
     may change (threads, device, ...). Unused sections (the kernel of a joint run) don't count."""
@@ -234,7 +238,7 @@ def run_setting(cfg: RunConfig) -> dict:
     for key, value in nested.items():
         if isinstance(value, dict):
             flat.update({f"{key}.{k}": v for k, v in value.items()})
-        elif key not in RESUME_OVERRIDABLE or key in ("iterations", "budget"):
+        elif key not in _NOT_A_SETTING:
             flat[key] = value
     return flat
 

@@ -155,9 +155,13 @@ def _run_and_tabulate(args) -> None:
     cells = [(e, v, w) for e in args.estimators for v in args.envs for w in args.variants]
     labels = {"/".join(cell): cell for cell in cells}  # run directories OUT/<e>/<env>/<w>/seed<k>
     start = time.perf_counter()
-    flags = lambda label, seed: run_flags(args, *labels[label])  # noqa: E731
-    check_existing_runs(args.out, list(labels), args.seeds, None, flags, mode_flag=False)
-    if not args.tabulate_only:
+
+    def flags(label: str, seed: int) -> list[str]:
+        return run_flags(args, *labels[label])
+
+    if args.tabulate_only:  # (run_all checks the runs it finds itself)
+        check_existing_runs(args.out, list(labels), args.seeds, None, flags, mode_flag=False)
+    else:
         print(f"{len(cells) * args.seeds} runs ({len(cells)} cells × {args.seeds} seeds), "
               f"{args.jobs} at a time")  # fmt: skip
         run_all(
