@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -243,6 +243,19 @@ def run_setting(cfg: RunConfig) -> dict:
     return flat
 
 
+def setting_of_flags(
+    mode: str, seed: int, budget: int | None, flags: list[str], *, mode_flag: bool = True
+) -> dict:
+    """The :func:`run_setting` that :func:`run_all` would launch ``mode``'s run ``seed`` with."""
+    return run_setting(config_of_flags(_full_flags(mode, seed, budget, 1, flags, mode_flag)))
+
+
+def setting_changes(saved: dict, now: dict, shown: int = 4) -> str:
+    """``key = saved there, now now`` for the first ``shown`` keys that differ; "" if none."""
+    changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+    return ", ".join(f"{k} = {saved.get(k)!r} there, {now.get(k)!r} now" for k in changed[:shown])
+
+
 def check_existing_runs(
     out: Path,
     modes: list[str],
@@ -264,14 +277,10 @@ def check_existing_runs(
                 continue
             saved_data = json.loads((path / "config.json").read_text())["config"]
             saved = run_setting(RunConfig.from_dict(saved_data, source=str(path / "config.json")))
-            now = run_setting(config_of_flags(
-                _full_flags(mode, seed, budget, 1, flags(mode, seed), mode_flag)
-            ))  # fmt: skip
-            changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
+            now = setting_of_flags(mode, seed, budget, flags(mode, seed), mode_flag=mode_flag)
+            changed = setting_changes(saved, now)
             if changed:
-                problems.append(f"{path}: " + ", ".join(
-                    f"{k} = {saved.get(k)!r} there, {now.get(k)!r} now" for k in changed[:4]
-                ))  # fmt: skip
+                problems.append(f"{path}: {changed}")
     if problems:
         raise SystemExit(
             f"error: {len(problems)} run(s) under {out} were made with another setting than "
@@ -290,6 +299,7 @@ def run_all(
     *,
     mode_flag: bool = True,
     seed_major: bool = False,
+    skip: Collection[tuple[str, int]] = (),
 ) -> dict[tuple[str, int], float]:
     """Every (mode, seed) run, ``jobs`` processes at a time: to ``budget`` env steps, or with
     ``budget=None`` for the iterations its flags give.
@@ -298,7 +308,8 @@ def run_all(
     ``mode_flag``) ``--mode`` flags are added here; without it ``modes`` are labels (run
     directories ``OUT/<label>/seed<k>``) whose flags name the mode. ``seed_major`` launches
     seed 0 of every label first, so an interrupted grid has comparable first seeds. Finished
-    runs are skipped, unfinished ones resumed. Returns wall seconds per run.
+    runs and the (mode, seed) runs in ``skip`` (known from elsewhere, e.g. committed records)
+    are not launched, unfinished ones are resumed. Returns wall seconds per launched run.
     """
     check_existing_runs(out, modes, seeds, budget, flags, mode_flag=mode_flag)
     threads = max(1, (os.cpu_count() or 1) // jobs)  # each process: its share of the cores
@@ -324,6 +335,7 @@ def run_all(
     grid = [(m, s) for m in modes for s in range(seeds)]
     if seed_major:
         grid = [(m, s) for s in range(seeds) for m in modes]
+    grid = [job for job in grid if job not in skip]
     with ThreadPoolExecutor(jobs) as pool:
         walls = dict(zip(grid, pool.map(one, grid), strict=True))
     if failed:

@@ -6,18 +6,22 @@ sampling as rllab); the runner runs it for each seed with its ``--iterations`` i
 ``--particles`` × ``--steps-per-particle`` env steps. SVPG runs once per kernel
 bandwidth convention (``svpg-svgd``: the paper text's, ``svpg-svpg_code``: the released code's);
 ``langevin`` is the released code's extra baseline (``--mode langevin``), not in Table 1.
-Writes ``table.md`` in the paper's format: per cell the mean over seeds of the maximum of the
-best-particle curve (each iteration's best particle, its training return), the first iteration
-at which the seed-mean curve comes within 5 % of that maximum, and the paper's number beside it;
+Writes ``table.md`` in the paper's format: per cell the maximum over iterations of the
+seed-mean best-particle curve (each iteration's best particle, its training return), the first
+iteration at which that curve comes within 5 % of its maximum, and the paper's number beside it;
 then the final mean particle and a fresh evaluation after training of every particle and of the
 one chosen on training (medians over seeds, 95 % bootstrap intervals); ``summary.json`` (every
-value per seed), ``curves.png`` (seed-mean best particle with a band of ±1 standard error) and,
-for each finished run, its compact curve ``curves/<cell>.csv`` (best and mean particle per
-iteration, per seed) to commit, written at each tabulation (``--tabulate-only`` after an
-interruption). Re-running the same command resumes unfinished runs and re-tabulates; an
-``--out`` made with other settings is refused; one runner per ``--out``.
+value per seed) and ``curves.png`` (seed-mean best particle with a band of ±1 standard error).
 
-    python runners/paper_table1.py --out results/table1 [--seeds 5] [--iterations 1000] \\
+Each finished run leaves a compact record, ``records/<estimator>/<env>/<variant>/seed<k>.json``
+(setting, wall time, fresh evaluation, best and mean particle per iteration; :mod:`_records`),
+and the table is made from records only. Commit ``OUT`` without its run directories (the
+repository's ``.gitignore`` drops them under ``docs/results/``): the same command on another
+machine then rebuilds the table and runs only what the records lack. Re-running it resumes
+unfinished runs and re-tabulates; records or runs made with other settings are refused; one
+runner per ``--out``; ``--tabulate-only`` launches nothing.
+
+    python runners/paper_table1.py --out docs/results/table1 [--seeds 5] [--iterations 1000] \\
         [--steps-per-particle 10000] [--particles 16] [--estimators reinforce linear-baseline] \\
         [--envs swing-up double-pendulum] [--variants joint independent svpg-svgd \\
         svpg-svpg_code langevin] [--jobs 2] [--tabulate-only] [-- extra run flags]
@@ -26,7 +30,6 @@ interruption). Re-running the same command resumes unfinished runs and re-tabula
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -38,15 +41,15 @@ from _common import (
     extra_flag_collision,
     finished,
     fmt_ci,
-    fresh_returns,
+    fresh_episodes,
     run_all,
     run_dir,
     runner_out,
     write_outputs,
 )
+from _records import check_records, collect_records, recorded
 
 from evo_svpg.cli import check_run_flags
-from evo_svpg.plot import load_curves
 
 # Each cell is a config file, configs/paper_table1/<estimator>-<env>-<variant>.toml, runnable on
 # its own with `evo-svpg run --config`; the runner only overrides the three counts.
@@ -98,7 +101,7 @@ def _parser() -> RunnerParser:
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs at a time")
     parser.add_argument(
         "--tabulate-only", action="store_true",
-        help="launch nothing: tabulate the finished runs (and write their curve files)",
+        help="launch nothing: tabulate the records (written first for finished run directories)",
     )  # fmt: skip
     parser.add_argument("extra", nargs="*", help="extra `evo-svpg run` flags, after --")
     return parser
@@ -154,45 +157,24 @@ def main(argv: list[str] | None = None) -> None:
 def _run_and_tabulate(args) -> None:
     cells = [(e, v, w) for e in args.estimators for v in args.envs for w in args.variants]
     labels = {"/".join(cell): cell for cell in cells}  # run directories OUT/<e>/<env>/<w>/seed<k>
-    start = time.perf_counter()
 
     def flags(label: str, seed: int) -> list[str]:
         return run_flags(args, *labels[label])
 
+    check_records(args.out, list(labels), args.seeds, flags)
     if args.tabulate_only:  # (run_all checks the runs it finds itself)
         check_existing_runs(args.out, list(labels), args.seeds, None, flags, mode_flag=False)
     else:
+        known = recorded(args.out, list(labels), args.seeds)
         print(f"{len(cells) * args.seeds} runs ({len(cells)} cells × {args.seeds} seeds), "
-              f"{args.jobs} at a time")  # fmt: skip
+              f"{len(known)} recorded, {args.jobs} at a time")  # fmt: skip
         run_all(
             args.out, list(labels), args.seeds, None, args.jobs, flags, mode_flag=False,
             seed_major=True,  # an interrupted grid has the first seeds of every cell
+            skip=known,  # recorded here or on another machine: not run again
         )  # fmt: skip
-    for cell in cells:
-        write_cell_curves(args, *cell)
-    tabulate(args, cells, time.perf_counter() - start)
-
-
-def _curves(path: Path) -> dict[str, np.ndarray]:
-    curves = load_curves(path, window=1)  # whole episodes: every iteration's own episodes
-    return {"best": curves["best"], "mean": curves["mean"]}
-
-
-def write_cell_curves(args, estimator: str, env: str, variant: str) -> None:
-    """``curves/<estimator>-<env>-<variant>.csv``: the finished seeds' best and mean particle
-    per iteration (what the table is made of, small enough to commit)."""
-    rows = []
-    for seed in range(args.seeds):
-        path = cell_dir(args.out, estimator, env, variant, seed)
-        if finished(path, None):
-            c = _curves(path)
-            pairs = zip(c["best"], c["mean"], strict=True)
-            rows += [(seed, i + 1, b, m) for i, (b, m) in enumerate(pairs)]
-    target = args.out / "curves" / f"{estimator}-{env}-{variant}.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    lines = ["seed,iteration,best_particle,mean_particle"]
-    lines += [f"{s},{i},{b:.3f},{m:.3f}" for s, i, b, m in rows]  # 1e-3 of a return: enough
-    target.write_text("\n".join(lines) + "\n")
+    records = collect_records(args.out, list(labels), args.seeds, lambda p: finished(p, None))
+    tabulate(args, cells, records)
 
 
 def paper_metric(best: np.ndarray) -> tuple[float, int]:
@@ -220,27 +202,28 @@ def peak_interval(
     return float(low), float(high)
 
 
-def tabulate(args, cells, seconds: float) -> None:
+def tabulate(args, cells, records: dict[tuple[str, int], dict]) -> None:
     head = ("| estimator | env | workers | best return [95 % interval at its iteration] "
             "(iteration at 95 %) | paper "
             "| final mean particle | fresh mean particle | fresh particle chosen on training "
             "| seeds |")  # fmt: skip
     rows, summary = [head, "|---|---|---|---|---|---|---|---|---|"], {}
-    figures = {}
+    figures, seconds, episodes = {}, 0.0, []
     for estimator, env, variant in cells:
-        paths = [cell_dir(args.out, estimator, env, variant, s) for s in range(args.seeds)]
-        done = [p for p in paths if finished(p, None)]
+        label = f"{estimator}/{env}/{variant}"
+        done = [records[(label, s)] for s in range(args.seeds) if (label, s) in records]
         if not done:
             continue
-        curves = [_curves(p) for p in done]
-        length = min(len(c["best"]) for c in curves)
-        best = np.array([c["best"][:length] for c in curves])
+        seconds += sum(r["wall_seconds"] for r in done)
+        episodes += [r["fresh"].get("fresh_episodes_per_policy", np.nan) for r in done]
+        length = min(r["iterations"] for r in done)
+        best = np.array([r["best_particle"][:length] for r in done])
+        mean = np.array([r["mean_particle"][:length] for r in done])
         top, first = paper_metric(best)
         low, high = peak_interval(best)
-        final_mean = np.array([np.nanmean(c["mean"][-max(1, length // 10) :]) for c in curves])
-        fresh_all = [fresh_returns(p) for p in done]
-        fresh = np.array([f["fresh_mean_particle_return"] for f in fresh_all])
-        chosen = np.array([f["fresh_selected_particle_return"] for f in fresh_all])
+        final_mean = np.nanmean(mean[:, -max(1, length // 10) :], axis=1)
+        fresh = np.array([r["fresh"]["fresh_mean_particle_return"] for r in done])
+        chosen = np.array([r["fresh"]["fresh_selected_particle_return"] for r in done])
         ref = PAPER[(estimator, env)].get("svpg" if variant.startswith("svpg") else variant)
         rows.append(
             f"| {estimator} | {env} | {variant} | {top:.1f} [{low:.1f}, {high:.1f}] ({first}) | "
@@ -248,26 +231,30 @@ def tabulate(args, cells, seconds: float) -> None:
             f"{fmt_ci(bootstrap_median_ci(final_mean))} | {fmt_ci(bootstrap_median_ci(fresh))} "
             f"| {fmt_ci(bootstrap_median_ci(chosen))} | {len(done)} |"
         )
-        summary[f"{estimator}/{env}/{variant}"] = {
+        summary[label] = {
             "best_return": top, "best_return_interval_at_peak": [low, high],
             "iteration_at_95": first,
             "paper": list(ref) if ref else None,
+            "seed_ids": [r["seed"] for r in done],
             "best_curve_max_per_seed": np.nanmax(best, axis=1).tolist(),
             "final_mean_particle": final_mean.tolist(), "fresh_mean_particle": fresh.tolist(),
             "fresh_chosen_particle": chosen.tolist(), "seeds": len(done), "iterations": length,
+            "wall_seconds": [r["wall_seconds"] for r in done],
         }  # fmt: skip
         figures[(estimator, env, variant)] = best
     table = (
         f"Table 1 setting: {args.particles} particles × {args.steps_per_particle:,} env steps "
         f"per iteration, {args.iterations} iterations, whole-episode sampling; "
-        f"{'; '.join(args.extra) or 'no extra flags'}. Best return: max over iterations of the "
+        f"{' '.join(args.extra) or 'no extra flags'}. Best return: max over iterations of the "
         "seed-mean of each iteration's best particle (training return), with the 95 % "
         "percentile bootstrap interval over seeds of that seed mean at the iteration of the "
-        "maximum; final mean particle: the last 10 % of iterations; fresh: 10 new episodes per "
-        "particle after training, of every particle (mean) and of the one with the best final "
-        "training return (an unbiased score of the particle one would pick); these three are "
-        "medians over seeds [95 % bootstrap interval]; "
-        f"tabulated after {seconds:.0f} s.\n\n" + "\n".join(rows)
+        "maximum; final mean particle: the last 10 % of iterations; fresh: "
+        f"{fresh_episodes(episodes)} new episodes per particle after training, of every "
+        "particle (mean) and of the one with the best final training return (an unbiased "
+        "score of the particle one would pick); these three are "
+        "medians over seeds [95 % bootstrap interval]. Compute: "
+        f"{seconds / 3600:.1f} h ({seconds:,.0f} s) of run wall time, summed over the runs "
+        "(from their records).\n\n" + "\n".join(rows)
     )
     write_outputs(args.out, table, summary, lambda target: _plot(figures, target))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -11,12 +12,15 @@ import numpy as np
 import pytest
 
 from evo_svpg.config import RunConfig, load_toml
+from evo_svpg.plot import load_curves
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "runners"))
 
+import _common  # noqa: E402
 import paper_table1  # noqa: E402
-from _common import run_setting  # noqa: E402
+from _common import run_setting, setting_of_flags  # noqa: E402
+from _records import read_record, record_path  # noqa: E402
 from paper_table1 import peak_interval  # noqa: E402
 
 from evo_svpg.cli import config_of_flags  # noqa: E402
@@ -116,6 +120,66 @@ def test_flags_that_would_change_a_cell_are_refused(args, message, tmp_path, cap
     assert not (tmp_path / "t").exists()
 
 
+SMALL = ["--seeds", "2", "--estimators", "reinforce", "--envs", "swing-up", "--variants", "joint"]
+
+
+def _write_record(out: Path, seed: int, best, mean, wall: float, **setting_changes) -> Path:
+    """A record as a finished run leaves it, with the setting the runner's flags give."""
+    args = paper_table1._parser().parse_args(["--out", str(out), *SMALL])
+    label = "reinforce/swing-up/joint"
+    flags = paper_table1.run_flags(args, "reinforce", "swing-up", "joint")
+    setting = {**setting_of_flags(label, seed, None, flags, mode_flag=False), **setting_changes}
+    record = {
+        "version": 1, "label": label, "seed": seed, "setting": setting, "wall_seconds": wall,
+        "fresh": {"fresh_mean_particle_return": 10.0 * seed,
+                  "fresh_selected_particle_return": 20.0 * seed},
+        "iterations": len(best), "best_particle": best, "mean_particle": mean,
+    }  # fmt: skip
+    path = record_path(out, label, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_records_alone_rebuild_the_table_and_launch_nothing(tmp_path, monkeypatch):
+    """A new machine with the committed records: the same command tabulates, runs nothing."""
+    out = tmp_path / "t"
+    _write_record(out, 0, [0.0, 50.0, 96.0, 100.0, 90.0], [0.0, None, 2.0, 3.0, 4.0], 3600.0)
+    _write_record(out, 1, [0.0, 70.0, 100.0, 100.0, 110.0], [0.0, 1.0, 2.0, 5.0, 7.0], 1800.0)
+
+    def no_launch(*_):
+        raise AssertionError("a recorded run was launched")
+
+    monkeypatch.setattr(_common, "launch", no_launch)
+    paper_table1.main(["--out", str(out), *SMALL, "--jobs", "1"])
+    table = (out / "table.md").read_text()
+    # seed mean 0, 60, 98, 100, 100: max 100 first within 5 % at iteration 3; at the peak
+    # (iteration 4) both seeds hold 100, so the interval has no width
+    assert "| reinforce | swing-up | joint | 100.0 [100.0, 100.0] (3) | 232.96 (253) |" in table
+    assert "1.5 h (5,400 s) of run wall time" in table
+    cell = json.loads((out / "summary.json").read_text())["reinforce/swing-up/joint"]
+    assert cell["seed_ids"] == [0, 1]
+    assert cell["final_mean_particle"] == [4.0, 7.0]  # the last 10 % of 5 iterations: one
+    assert cell["fresh_chosen_particle"] == [0.0, 20.0]
+    assert np.isnan(
+        read_record(record_path(out, "reinforce/swing-up/joint", 0))["mean_particle"][1]
+    )
+
+
+def test_a_record_made_with_another_setting_is_refused(tmp_path):
+    out = tmp_path / "t"
+    path = _write_record(out, 1, [1.0], [1.0], 1.0, gamma=0.9)
+    with pytest.raises(SystemExit, match=rf"{path}: gamma = 0.9 there, 0.99 now"):
+        paper_table1.main(["--out", str(out), *SMALL, "--tabulate-only"])
+
+
+def test_a_record_of_another_version_is_refused_naming_the_file(tmp_path):
+    path = _write_record(tmp_path / "t", 0, [1.0], [1.0], 1.0)
+    path.write_text(json.dumps({**json.loads(path.read_text()), "version": 7}))
+    with pytest.raises(ValueError, match=rf"{path}: not a run record \(version 7"):
+        read_record(path)
+
+
 @pytest.mark.slow
 def test_a_tiny_grid_runs_tabulates_and_resumes(tmp_path):
     argv = ["--out", str(tmp_path / "t"), "--iterations", "2", "--steps-per-particle", "200",
@@ -132,11 +196,31 @@ def test_a_tiny_grid_runs_tabulates_and_resumes(tmp_path):
     cell = r"\| reinforce \| swing-up \| langevin \| [-\d.]+ \[[-\d.]+, [-\d.]+\] \(\d+\) \| — \|"
     assert re.search(cell, table)
     assert summary["reinforce/swing-up/langevin"]["paper"] is None  # not in Table 1
-    curves = (tmp_path / "t" / "curves" / "reinforce-swing-up-joint.csv").read_text()
-    assert curves.splitlines()[0] == "seed,iteration,best_particle,mean_particle"
-    assert len(curves.splitlines()) == 1 + 2 * 2  # 2 seeds × 2 iterations
+    record = read_record(record_path(tmp_path / "t", "reinforce/swing-up/joint", 1))
+    assert (record["iterations"], record["seed"]) == (2, 1)
+    run = load_curves(tmp_path / "t" / "reinforce/swing-up/joint/seed1", window=1)
+    assert record["best_particle"] == pytest.approx(run["best"], abs=5e-4)  # rounded to 1e-3
+    assert record["mean_particle"] == pytest.approx(run["mean"], abs=5e-4)
     paper_table1.main(argv)  # everything finished: re-tabulates only
-    assert (tmp_path / "t" / "table.md").read_text().split("tabulated")[1] != ""
-    (tmp_path / "t" / "table.md").unlink()
-    paper_table1.main([*argv[: argv.index("--")], "--tabulate-only", *argv[argv.index("--") :]])
     assert "| reinforce | swing-up | joint |" in (tmp_path / "t" / "table.md").read_text()
+    table = (tmp_path / "t" / "table.md").read_text()
+    # Another machine: only what is committed (records, runner.json), no run directories. The
+    # same command rebuilds the same table; a run whose record is gone is run again, alone.
+    committed = tmp_path / "committed"
+
+    def not_committed(folder: str, names: list[str]) -> list[str]:  # as the .gitignore says
+        return [n for n in names if n == ".lock" or (n.startswith("seed") and (
+            (Path(folder) / n).is_dir() or n.endswith((".log", ".wall"))))]  # fmt: skip
+
+    shutil.copytree(tmp_path / "t", committed, ignore=not_committed)
+    assert not list(committed.glob("reinforce/swing-up/*/seed*"))
+    argv_there = ["--out", str(committed), *argv[2:]]
+    paper_table1.main([*argv_there[: argv.index("--")], "--tabulate-only",
+                       *argv_there[argv.index("--") :]])  # fmt: skip
+    assert (committed / "table.md").read_text() == table
+    record_path(committed, "reinforce/swing-up/langevin", 0).unlink()
+    paper_table1.main(argv_there)
+    assert list(committed.glob("reinforce/swing-up/*/seed*/")) == [
+        committed / "reinforce/swing-up/langevin/seed0"
+    ]
+    assert record_path(committed, "reinforce/swing-up/langevin", 0).is_file()

@@ -1,0 +1,120 @@
+"""Compact records of finished runs: what a runner's table is made of, small enough to commit.
+
+A run directory holds checkpoints, metrics and logs (megabytes; never committed). When a run has
+finished, the runner writes ``OUT/records/<label>/seed<k>.json``: the run's setting (as
+:func:`_common.run_setting` gives it), its wall seconds, its fresh evaluation and its best and
+mean particle per iteration. Tables are computed from records only, so committed records rebuild
+a table on any machine, and a runner whose ``OUT`` holds records launches only the runs they lack
+(after checking that each record was made with the setting its flags give now).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from _common import fresh_returns, run_dir, run_setting, setting_changes, setting_of_flags
+
+from evo_svpg.config import RunConfig
+from evo_svpg.plot import load_curves
+
+RECORD_VERSION = 1
+CURVES = ("best_particle", "mean_particle")  # per iteration, the training return
+
+
+def record_path(out: Path, label: str, seed: int) -> Path:
+    return out / "records" / label / f"seed{seed}.json"
+
+
+def _rounded(values: np.ndarray) -> list[float | None]:
+    """1e-3 of a return is enough; NaN (no episode ended) is stored as null."""
+    return [round(float(v), 3) if math.isfinite(v) else None for v in values]
+
+
+def write_record(out: Path, label: str, seed: int) -> dict:
+    """The record of the finished run ``run_dir(out, label, seed)``, written atomically."""
+    run = run_dir(out, label, seed)
+    config_file = run / "config.json"
+    config = RunConfig.from_dict(
+        json.loads(config_file.read_text())["config"], source=str(config_file)
+    )
+    curves = load_curves(run, window=1)  # whole episodes: every iteration's own episodes
+    fresh = fresh_returns(run)
+    record = {
+        "version": RECORD_VERSION, "label": label, "seed": seed,
+        "setting": run_setting(config),
+        "wall_seconds": float(run.with_name(run.name + ".wall").read_text()),
+        "fresh": {k: (v if math.isfinite(v) else None) for k, v in fresh.items()},
+        "iterations": len(curves["best"]),
+        "best_particle": _rounded(curves["best"]), "mean_particle": _rounded(curves["mean"]),
+    }  # fmt: skip
+    path = record_path(out, label, seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(record, allow_nan=False) + "\n")
+    os.replace(partial, path)
+    return record
+
+
+def read_record(path: Path) -> dict:
+    """A record with its curves as float arrays (null → NaN); ValueError naming the file if it
+    is not a record this version reads."""
+    try:
+        record = json.loads(path.read_text())
+        if record.get("version") != RECORD_VERSION:
+            raise ValueError(f"version {record.get('version')!r}, this code reads {RECORD_VERSION}")
+        for key in CURVES:
+            record[key] = np.array([np.nan if v is None else v for v in record[key]], float)
+        record["fresh"] = {k: np.nan if v is None else v for k, v in record["fresh"].items()}
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: not a run record ({exc})") from exc
+    return record
+
+
+def recorded(out: Path, labels: list[str], seeds: int) -> set[tuple[str, int]]:
+    """The (label, seed) runs that ``out`` holds records of."""
+    return {(lb, s) for lb in labels for s in range(seeds) if record_path(out, lb, s).is_file()}
+
+
+def check_records(
+    out: Path, labels: list[str], seeds: int, flags: Callable[[str, int], list[str]]
+) -> None:
+    """Refuse (SystemExit) records made with another setting than ``flags(label, seed)`` give
+    now (the check :func:`_common.check_existing_runs` makes for run directories)."""
+    problems = []
+    for label, seed in sorted(recorded(out, labels, seeds)):
+        path = record_path(out, label, seed)
+        try:
+            saved = read_record(path)["setting"]
+        except ValueError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        now = setting_of_flags(label, seed, None, flags(label, seed), mode_flag=False)
+        changed = setting_changes(saved, now)
+        if changed:
+            problems.append(f"{path}: {changed}")
+    if problems:
+        raise SystemExit(
+            f"error: {len(problems)} record(s) under {out} were made with another setting than "
+            f"these flags give: {'; '.join(problems[:5])}; use another --out, or flags that "
+            "give the records' setting"
+        )
+
+
+def collect_records(
+    out: Path, labels: list[str], seeds: int, finished: Callable[[Path], bool]
+) -> dict[tuple[str, int], dict]:
+    """Every run's record: written afresh from its run directory when that has ``finished``,
+    else read from ``out/records`` if there; runs with neither are missing from the result."""
+    records = {}
+    for label in labels:
+        for seed in range(seeds):
+            if finished(run_dir(out, label, seed)):
+                write_record(out, label, seed)
+            path = record_path(out, label, seed)
+            if path.is_file():
+                records[(label, seed)] = read_record(path)
+    return records
