@@ -2,10 +2,11 @@
 
 A run directory holds checkpoints, metrics and logs (megabytes; never committed). When a run has
 finished, the runner writes ``OUT/records/<label>/seed<k>.json``: the run's setting (as
-:func:`_common.run_setting` gives it), its wall seconds, its fresh evaluation and its best and
-mean particle per iteration. Tables are computed from records only, so committed records rebuild
-a table on any machine, and a runner whose ``OUT`` holds records launches only the runs they lack
-(after checking that each record was made with the setting its flags give now).
+:func:`_common.run_setting` gives it), its wall seconds, its fresh evaluation, its best and mean
+particle per iteration and each particle's final training return. Tables are computed from
+records only, so committed records rebuild a table on any machine, and a runner whose ``OUT``
+holds records launches only the runs they lack (after checking that each record was made with
+the setting its flags give now).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def write_record(out: Path, label: str, seed: int) -> dict:
     )
     curves = load_curves(run, window=1)  # whole episodes: every iteration's own episodes
     fresh = fresh_returns(run)
+    summary = json.loads((run / "summary.json").read_text())
     record = {
         "version": RECORD_VERSION, "label": label, "seed": seed,
         "setting": run_setting(config),
@@ -51,6 +53,8 @@ def write_record(out: Path, label: str, seed: int) -> dict:
         "fresh": {k: (v if math.isfinite(v) else None) for k, v in fresh.items()},
         "iterations": len(curves["best"]),
         "best_particle": _rounded(curves["best"]), "mean_particle": _rounded(curves["mean"]),
+        # each particle's training return over the run's final window (its summary.json)
+        "final_particle_returns": _rounded(np.array(summary["final_particle_returns"], float)),
     }  # fmt: skip
     path = record_path(out, label, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,7 +71,7 @@ def read_record(path: Path) -> dict:
         record = json.loads(path.read_text())
         if record.get("version") != RECORD_VERSION:
             raise ValueError(f"version {record.get('version')!r}, this code reads {RECORD_VERSION}")
-        for key in CURVES:
+        for key in (*CURVES, "final_particle_returns"):
             record[key] = np.array([np.nan if v is None else v for v in record[key]], float)
         record["fresh"] = {k: np.nan if v is None else v for k, v in record["fresh"].items()}
     except (ValueError, KeyError, TypeError) as exc:

@@ -134,6 +134,7 @@ def _write_record(out: Path, seed: int, best, mean, wall: float, **setting_chang
         "fresh": {"fresh_mean_particle_return": 10.0 * seed,
                   "fresh_selected_particle_return": 20.0 * seed},
         "iterations": len(best), "best_particle": best, "mean_particle": mean,
+        "final_particle_returns": [mean[-1], None],
     }  # fmt: skip
     path = record_path(out, label, seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -157,6 +158,7 @@ def test_records_alone_rebuild_the_table_and_launch_nothing(tmp_path, monkeypatc
     # (iteration 4) both seeds hold 100, so the interval has no width
     assert "| reinforce | swing-up | joint | 100.0 [100.0, 100.0] (3) | 232.96 (253) |" in table
     assert "1.5 h (5,400 s) of run wall time" in table
+    assert "- reinforce, swing-up, `joint` (seeds 0, 1): maxima 100.0, 110.0; final mean " in table
     cell = json.loads((out / "summary.json").read_text())["reinforce/swing-up/joint"]
     assert cell["seed_ids"] == [0, 1]
     assert cell["final_mean_particle"] == [4.0, 7.0]  # the last 10 % of 5 iterations: one
