@@ -147,7 +147,10 @@ def launch(run_dir: Path, flags: list[str]) -> float:
     """Run ``evo-svpg run FLAGS --out RUN_DIR`` in its own process; its total wall seconds.
 
     A directory that already holds a run (an interrupted comparison) is resumed instead, so
-    re-running a runner after Ctrl-C loses nothing. The run's output goes to ``RUN_DIR.log``.
+    re-running a runner after Ctrl-C loses nothing. The run's output goes to ``RUN_DIR.log``,
+    the seconds of all its sessions so far to ``RUN_DIR.sessions``, and, once it has finished,
+    their total to ``RUN_DIR.wall`` (:func:`finished`). A session cut short by killing the
+    runner itself (SIGKILL) is not counted.
     """
     cmd = [sys.executable, "-m", "evo_svpg.cli", "run", *flags, "--out", str(run_dir)]
     if (run_dir / "config.json").exists() and not (run_dir / "checkpoint.pt").exists():
@@ -159,17 +162,21 @@ def launch(run_dir: Path, flags: list[str]) -> float:
         cmd = [sys.executable, "-m", "evo_svpg.cli", "run", "--resume", str(run_dir)]
     log = run_dir.with_name(run_dir.name + ".log")
     log.parent.mkdir(parents=True, exist_ok=True)
+    # Wall time accumulates over the sessions of a run (first launch, resumes), whether a
+    # session ends the run, fails or is interrupted: each one computed.
+    sessions = run_dir.with_name(run_dir.name + ".sessions")
     start = time.perf_counter()
-    with open(log, "a") as fh:
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    try:
+        with open(log, "a") as fh:
+            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    finally:
+        spent = float(sessions.read_text()) if sessions.exists() else 0.0
+        sessions.write_text(f"{spent + time.perf_counter() - start:.3f}\n")
     if proc.returncode != 0:
         raise RunFailed(f"exit {proc.returncode}, see {log}")
-    # Wall time accumulates over the sessions of a run (first launch, resumes).
-    wall_file = run_dir.with_name(run_dir.name + ".wall")
-    before = float(wall_file.read_text()) if wall_file.exists() else 0.0
-    total = before + time.perf_counter() - start
-    wall_file.write_text(f"{total:.3f}\n")
-    return total
+    total = sessions.read_text()
+    run_dir.with_name(run_dir.name + ".wall").write_text(total)  # the run has finished
+    return float(total)
 
 
 NO_ITERATION_LIMIT = 1_000_000  # the budget ends every run
@@ -197,7 +204,8 @@ def check_settings(out: Path, settings: dict) -> None:
     """
     path = out / "runner.json"
     if path.exists():
-        saved = json.loads(path.read_text())
+        # Keys the runner no longer records (its runs check them one by one) don't count.
+        saved = {k: v for k, v in json.loads(path.read_text()).items() if k in settings}
         if saved != settings:
             changed = sorted(
                 k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k)
@@ -300,6 +308,7 @@ def run_all(
     mode_flag: bool = True,
     seed_major: bool = False,
     skip: Collection[tuple[str, int]] = (),
+    on_finished: Callable[[str, int], None] | None = None,
 ) -> dict[tuple[str, int], float]:
     """Every (mode, seed) run, ``jobs`` processes at a time: to ``budget`` env steps, or with
     ``budget=None`` for the iterations its flags give.
@@ -309,7 +318,8 @@ def run_all(
     directories ``OUT/<label>/seed<k>``) whose flags name the mode. ``seed_major`` launches
     seed 0 of every label first, so an interrupted grid has comparable first seeds. Finished
     runs and the (mode, seed) runs in ``skip`` (known from elsewhere, e.g. committed records)
-    are not launched, unfinished ones are resumed. Returns wall seconds per launched run.
+    are not launched, unfinished ones are resumed; ``on_finished(mode, seed)`` is called as
+    each launched run finishes. Returns the wall seconds of every run not skipped.
     """
     check_existing_runs(out, modes, seeds, budget, flags, mode_flag=mode_flag)
     threads = max(1, (os.cpu_count() or 1) // jobs)  # each process: its share of the cores
@@ -330,6 +340,8 @@ def run_all(
             print(f"  {mode} seed {seed}: FAILED ({exc})", flush=True)
             return float("nan")
         print(f"  {mode} seed {seed}: {wall:.0f} s", flush=True)
+        if on_finished is not None:
+            on_finished(mode, seed)
         return wall
 
     grid = [(m, s) for m in modes for s in range(seeds)]

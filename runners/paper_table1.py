@@ -14,12 +14,13 @@ one chosen on training (medians over seeds, 95 % bootstrap intervals); ``summary
 value per seed) and ``curves.png`` (seed-mean best particle with a band of ±1 standard error).
 
 Each finished run leaves a compact record, ``records/<estimator>/<env>/<variant>/seed<k>.json``
-(setting, wall time, fresh evaluation, best and mean particle per iteration; :mod:`_records`),
-and the table is made from records only. Commit ``OUT`` without its run directories (the
-repository's ``.gitignore`` drops them under ``docs/results/``): the same command on another
-machine then rebuilds the table and runs only what the records lack. Re-running it resumes
-unfinished runs and re-tabulates; records or runs made with other settings are refused; one
-runner per ``--out``; ``--tabulate-only`` launches nothing.
+(config, wall time, fresh evaluation, best and mean particle per iteration, each particle's
+final training return; :mod:`_records`), written as it finishes, and the table is made from
+records only. Commit ``OUT`` without its run directories (the repository's ``.gitignore`` drops
+them under ``docs/results/``): the same command on another machine then rebuilds the table
+and runs only what the records lack. Re-running it resumes unfinished runs and re-tabulates;
+records or runs made with other settings are refused; more or fewer ``--seeds`` may be given;
+one runner per ``--out``; ``--tabulate-only`` launches nothing (it only rebuilds the table).
 
     python runners/paper_table1.py --out docs/results/table1 [--seeds 5] [--iterations 1000] \\
         [--steps-per-particle 10000] [--particles 16] [--estimators reinforce linear-baseline] \\
@@ -47,7 +48,7 @@ from _common import (
     runner_out,
     write_outputs,
 )
-from _records import check_records, collect_records, recorded
+from _records import check_records, collect_records, recorded, write_record
 
 from evo_svpg.cli import check_run_flags
 
@@ -146,9 +147,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = _parser()
     args = parser.parse_args(argv)
     _check(parser, args)
-    settings = {
+    settings = {  # (the seeds are not a setting: more or fewer may be tabulated)
         key: getattr(args, key)
-        for key in ("seeds", "iterations", "steps_per_particle", "particles", "extra")
+        for key in ("iterations", "steps_per_particle", "particles", "extra")
     }
     with runner_out(parser, args.out, settings):
         _run_and_tabulate(args)
@@ -166,12 +167,17 @@ def _run_and_tabulate(args) -> None:
         check_existing_runs(args.out, list(labels), args.seeds, None, flags, mode_flag=False)
     else:
         known = recorded(args.out, list(labels), args.seeds)
-        print(f"{len(cells) * args.seeds} runs ({len(cells)} cells × {args.seeds} seeds), "
-              f"{len(known)} recorded, {args.jobs} at a time")  # fmt: skip
+        done = {(lb, s) for lb in labels for s in range(args.seeds)
+                if finished(cell_dir(args.out, *labels[lb], s), None)} - known  # fmt: skip
+        todo = len(cells) * args.seeds - len(known | done)
+        print(f"{len(cells) * args.seeds} runs ({len(cells)} cells × {args.seeds} seeds): "
+              f"{len(known)} recorded, {len(done)} finished, {todo} to run, "
+              f"{args.jobs} at a time")  # fmt: skip
         run_all(
             args.out, list(labels), args.seeds, None, args.jobs, flags, mode_flag=False,
             seed_major=True,  # an interrupted grid has the first seeds of every cell
             skip=known,  # recorded here or on another machine: not run again
+            on_finished=lambda label, seed: write_record(args.out, label, seed),
         )  # fmt: skip
     records = collect_records(args.out, list(labels), args.seeds, lambda p: finished(p, None))
     tabulate(args, cells, records)
@@ -221,12 +227,13 @@ def tabulate(args, cells, records: dict[tuple[str, int], dict]) -> None:
         mean = np.array([r["mean_particle"][:length] for r in done])
         top, first = paper_metric(best)
         low, high = peak_interval(best)
+        interval = f"[{low:.1f}, {high:.1f}]" if len(done) > 1 else "[n/a: 1 seed]"
         final_mean = np.nanmean(mean[:, -max(1, length // 10) :], axis=1)
         fresh = np.array([r["fresh"]["fresh_mean_particle_return"] for r in done])
         chosen = np.array([r["fresh"]["fresh_selected_particle_return"] for r in done])
         ref = PAPER[(estimator, env)].get("svpg" if variant.startswith("svpg") else variant)
         rows.append(
-            f"| {estimator} | {env} | {variant} | {top:.1f} [{low:.1f}, {high:.1f}] ({first}) | "
+            f"| {estimator} | {env} | {variant} | {top:.1f} {interval} ({first}) | "
             f"{f'{ref[0]} ({ref[1]})' if ref else '—'} | "
             f"{fmt_ci(bootstrap_median_ci(final_mean))} | {fmt_ci(bootstrap_median_ci(fresh))} "
             f"| {fmt_ci(bootstrap_median_ci(chosen))} | {len(done)} |"
@@ -258,11 +265,12 @@ def tabulate(args, cells, records: dict[tuple[str, int], dict]) -> None:
         "particle (mean) and of the one with the best final training return (an unbiased "
         "score of the particle one would pick); these three are "
         "medians over seeds [95 % bootstrap interval]. Compute: "
-        f"{seconds / 3600:.1f} h ({seconds:,.0f} s) of run wall time, summed over the runs "
-        "(from their records).\n\n"
+        f"{seconds / 3600:.1f} h ({seconds:,.0f} s) of wall time, summed over the runs of this "
+        "table (each run's sessions, as its record says; runs ran two at a time here).\n\n"
         + "\n".join(rows)
-        + "\n\nPer seed (maxima of the best-particle curve; final mean particle; fresh return of "
-        "the particle chosen on training):\n" + "\n".join(per_seed)
+        + "\n\nPer seed (maxima of the best-particle curve, each at its own iteration: their mean "
+        "is not the best return above, the maximum of the seed-mean curve; final mean particle; "
+        "fresh return of the particle chosen on training):\n" + "\n".join(per_seed)
     )
     write_outputs(args.out, table, summary, lambda target: _plot(figures, target))
 
