@@ -258,10 +258,25 @@ def setting_of_flags(
     return run_setting(config_of_flags(_full_flags(mode, seed, budget, 1, flags, mode_flag)))
 
 
-def setting_changes(saved: dict, now: dict, shown: int = 4) -> str:
-    """``key = saved there, now now`` for the first ``shown`` keys that differ; "" if none."""
+def setting_mismatch(
+    where: Path,
+    saved: dict,
+    mode: str,
+    seed: int,
+    budget: int | None,
+    flags: Callable[[str, int], list[str]],
+    *,
+    mode_flag: bool = True,
+) -> str | None:
+    """``WHERE: key = saved there, now now, ...`` (first 4 keys) when the setting ``saved``
+    (:func:`run_setting`) differs from what the flags give ``mode``'s run ``seed`` now."""
+    now = setting_of_flags(mode, seed, budget, flags(mode, seed), mode_flag=mode_flag)
     changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k))
-    return ", ".join(f"{k} = {saved.get(k)!r} there, {now.get(k)!r} now" for k in changed[:shown])
+    if not changed:
+        return None
+    return f"{where}: " + ", ".join(
+        f"{k} = {saved.get(k)!r} there, {now.get(k)!r} now" for k in changed[:4]
+    )
 
 
 def check_existing_runs(
@@ -285,10 +300,10 @@ def check_existing_runs(
                 continue
             saved_data = json.loads((path / "config.json").read_text())["config"]
             saved = run_setting(RunConfig.from_dict(saved_data, source=str(path / "config.json")))
-            now = setting_of_flags(mode, seed, budget, flags(mode, seed), mode_flag=mode_flag)
-            changed = setting_changes(saved, now)
-            if changed:
-                problems.append(f"{path}: {changed}")
+            problems.append(
+                setting_mismatch(path, saved, mode, seed, budget, flags, mode_flag=mode_flag)
+            )
+    problems = [p for p in problems if p]
     if problems:
         raise SystemExit(
             f"error: {len(problems)} run(s) under {out} were made with another setting than "

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from _common import fresh_returns, run_dir, run_setting, setting_changes, setting_of_flags
+from _common import fresh_returns, run_dir, run_setting, setting_mismatch
 
 from evo_svpg.config import RunConfig
 from evo_svpg.plot import load_curves
@@ -119,10 +119,8 @@ def check_records(
             saved = read_record(path, label, seed)["setting"]
         except ValueError as exc:
             raise SystemExit(f"error: {exc}") from None
-        now = setting_of_flags(label, seed, None, flags(label, seed), mode_flag=False)
-        changed = setting_changes(saved, now)
-        if changed:
-            problems.append(f"{path}: {changed}")
+        problems.append(setting_mismatch(path, saved, label, seed, None, flags, mode_flag=False))
+    problems = [p for p in problems if p]
     if problems:
         raise SystemExit(
             f"error: {len(problems)} record(s) under {out} were made with another setting than "

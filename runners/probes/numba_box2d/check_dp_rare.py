@@ -15,7 +15,7 @@ import evo_svpg.envs.box2d_double_pendulum as dp
 
 # isort: split
 # Sibling module of this probe (the script's directory is on sys.path).
-from dp_numba import NumbaDoublePendulumBatchedEnv
+from dp_numba import NumbaDoublePendulumBatchedEnv, step_difference
 
 N, STEPS = 320, 200
 
@@ -63,15 +63,7 @@ def run(label, gen):
             a = gen()
             r1, r2 = ref.step(a), new.step(a)
             slept += int(np.all(ref._v == 0.0, 0).sum())
-            dmax = max(
-                dmax,
-                np.abs(r1.final_obs.astype(float) - r2.final_obs).max(),
-                np.abs(r1.reward - r2.reward).max(),
-                np.abs(ref._p - new._p).max(),
-                np.abs(ref._v - new._v).max(),
-                np.abs(ref._j - new._j).max(),
-                np.abs(ref._sleep - new._sleep).max(),
-            )
+            dmax = max(dmax, step_difference(ref, new, r1, r2))
     finally:
         dp._World._sleep, dp._World._clamp = orig_sleep, orig_clamp
     print(

@@ -174,29 +174,27 @@ def cp_step(actions, body, trig, timers, obs, reward, terminated, balance=False)
         terminated[i] = term
 
 
+def _advance_compiled(env, actions, balance: bool):
+    """What the numpy ``_advance`` returns, computed by :func:`cp_step` on ``env``'s arrays."""
+    a = np.asarray(actions)
+    n = env.num_envs
+    if a.shape != (n, 1):
+        raise ValueError(f"{env!r}: actions must have shape ({n}, 1)")
+    obs = np.empty((n, 4), dtype=np.float32)
+    reward, terminated = np.empty(n), np.empty(n, dtype=bool)
+    cp_step(a, env._body, env._trig, env._sleep_time, obs, reward, terminated, balance)
+    return obs, reward, terminated
+
+
 class NumbaCartpoleSwingupBatchedEnv(cp.CartpoleSwingupBatchedEnv):
     """The numpy swing-up env with ``_advance`` replaced by :func:`cp_step`."""
 
     def _advance(self, actions):
-        a = np.asarray(actions)
-        n = self.num_envs
-        if a.shape != (n, 1):
-            raise ValueError(f"{self!r}: actions must have shape ({n}, 1)")
-        obs = np.empty((n, 4), dtype=np.float32)
-        reward, terminated = np.empty(n), np.empty(n, dtype=bool)
-        cp_step(a, self._body, self._trig, self._sleep_time, obs, reward, terminated)
-        return obs, reward, terminated
+        return _advance_compiled(self, actions, False)
 
 
 class NumbaRllabCartpoleBatchedEnv(cp.RllabCartpoleBatchedEnv):
     """The numpy balancing env (rllab's cart-pole) with ``_advance`` replaced by :func:`cp_step`."""
 
     def _advance(self, actions):
-        a = np.asarray(actions)
-        n = self.num_envs
-        if a.shape != (n, 1):
-            raise ValueError(f"{self!r}: actions must have shape ({n}, 1)")
-        obs = np.empty((n, 4), dtype=np.float32)
-        reward, terminated = np.empty(n), np.empty(n, dtype=bool)
-        cp_step(a, self._body, self._trig, self._sleep_time, obs, reward, terminated, True)
-        return obs, reward, terminated
+        return _advance_compiled(self, actions, True)

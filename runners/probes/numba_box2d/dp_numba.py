@@ -312,3 +312,14 @@ class NumbaDoublePendulumBatchedEnv(dp.DoublePendulumBatchedEnv):
         reward = np.empty(n)
         dp_step(actions, w.p, w.v, w.j, w.sleep, w.fresh, w.tr, obs, reward)
         return obs, reward, np.zeros(n, dtype=bool)
+
+
+def step_difference(ref, new, ref_result, new_result) -> float:
+    """Largest absolute difference after one step of the numpy env ``ref`` and the numba env
+    ``new``: observations, rewards and every state array (positions, velocities, joint
+    impulses, sleep timers)."""
+    return max(
+        np.abs(ref_result.final_obs.astype(float) - new_result.final_obs).max(),
+        np.abs(ref_result.reward - new_result.reward).max(),
+        *(np.abs(getattr(ref, k) - getattr(new, k)).max() for k in ("_p", "_v", "_j", "_sleep")),
+    )
