@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from _common import fresh_returns, run_dir, run_setting, setting_mismatch
 
 from evo_svpg.config import RunConfig
 from evo_svpg.plot import load_curves
+from evo_svpg.rundir import atomic_write_bytes
 
 RECORD_VERSION = 1
 CURVES = ("best_particle", "mean_particle")  # per iteration, the training return
@@ -42,9 +42,9 @@ def _rounded(values) -> list[float | None]:
 
 
 def write_record(out: Path, label: str, seed: int) -> dict:
-    """Write the record of the finished run ``run_dir(out, label, seed)`` (atomically; say so
-    when it replaces a record with other values). Records are derived: a correction belongs in
-    the run directory (or its ``.wall``), from which the record is rewritten."""
+    """Write the record of the finished run ``run_dir(out, label, seed)`` (atomically; only if
+    its content changed, saying so when it replaces one). Records are derived: a correction
+    belongs in the run directory (or its ``.wall``), from which the record is rewritten."""
     run = run_dir(out, label, seed)
     try:
         config = json.loads((run / "config.json").read_text())["config"]
@@ -63,12 +63,12 @@ def write_record(out: Path, label: str, seed: int) -> dict:
         raise SystemExit(f"error: cannot record the run {run}: {exc!r}") from None
     path = record_path(out, label, seed)
     text = json.dumps(record, allow_nan=False) + "\n"
-    if path.is_file() and path.read_text() != text:
+    if path.is_file():
+        if path.read_text() == text:
+            return record  # (written as the run finished, or at an earlier tabulation)
         print(f"  {path}: rewritten from its run directory (values changed)", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
     return record
 
 

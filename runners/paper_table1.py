@@ -266,7 +266,7 @@ def tabulate(args, cells, records: dict[tuple[str, int], dict]) -> None:
         "score of the particle one would pick); these three are "
         "medians over seeds [95 % bootstrap interval]. Compute: "
         f"{seconds / 3600:.1f} h ({seconds:,.0f} s) of wall time, summed over the runs of this "
-        "table (each run's sessions, as its record says; runs ran two at a time here).\n\n"
+        "table (each run's sessions, as its record says).\n\n"
         + "\n".join(rows)
         + "\n\nPer seed (maxima of the best-particle curve, each at its own iteration: their mean "
         "is not the best return above, the maximum of the seed-mean curve; final mean particle; "
