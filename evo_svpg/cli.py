@@ -104,7 +104,7 @@ def _resolve(args: argparse.Namespace) -> tuple[RunConfig, Path | None, bool]:
             )
         saved = flatten(_saved_config(out))
         return (
-            RunConfig.from_dict({**saved, **overrides}, source=str(out / "config.json")),
+            RunConfig.from_saved({**saved, **overrides}, source=str(out / "config.json")),
             out,
             True,
         )

@@ -235,6 +235,13 @@ class RunConfig:
             raise
 
     @classmethod
+    def from_saved(cls, data: dict[str, Any], source: str = "saved config") -> RunConfig:
+        """A config saved by a run (``config.json``, a checkpoint, a runner's record): a key it
+        lacks because it was written before the key existed takes the value runs had then
+        (``setting(absent=...)``), not today's default."""
+        return cls.from_dict({**absent_values(), **flatten(data)}, source=source)
+
+    @classmethod
     def from_toml(cls, path: str | Path) -> RunConfig:
         return cls.from_dict(load_toml(path), source=str(path))
 
@@ -270,6 +277,14 @@ def flatten(data: dict[str, Any]) -> dict[str, Any]:
                 )
             flat[flat_key] = v
     return flat
+
+
+def absent_values() -> dict[str, Any]:
+    """``{flat key: value}`` of every setting declared with ``absent`` (see ``from_saved``)."""
+    out = RunSettings.absent_values()
+    for _, cls in SECTIONS.items():
+        out.update(cls.absent_values())
+    return out
 
 
 def _DEFAULTS() -> dict[str, Any]:

@@ -184,8 +184,9 @@ def build_run(
             f"of {[n for n, e in ESTIMATORS.items() if e.capabilities.whole_episodes]}"
         )
     sampler = Sampler(
-        env, spec, layout.policies, seed=cfg.subseed(1), describer=describer, whole_episodes=whole
-    )
+        env, spec, layout.policies, seed=cfg.subseed(1), describer=describer, whole_episodes=whole,
+        random_streams=cfg["sampling"].random_streams,
+    )  # fmt: skip
     logged = "evaluation_log" in needs
     evaluator = Evaluator(
         cfg.env, spec, cfg["evaluation"].eval_episodes, cfg.subseed(3),

@@ -55,13 +55,14 @@ def load_run_state(run: Any, payload: dict, source: str = "checkpoint") -> None:
     if not isinstance(saved, dict):
         raise ValueError(f"{source} has no run config: it is not a checkpoint of evo_svpg")
     # The settings that shape this run: its own and those of the sections it uses. A key the
-    # checkpoint lacks (a setting added since) counts as its default.
+    # checkpoint lacks (a setting added since) counts as its default, or as the value runs had
+    # before it existed where that differs (``setting(absent=...)``).
     cfg = run.config
     current = cfg.run.to_flat()
-    defaults = cfg.run.defaults()
+    defaults = {**cfg.run.defaults(), **cfg.run.absent_values()}
     for name in cfg.used_sections:
         current.update(cfg[name].to_flat())
-        defaults.update(cfg[name].defaults())
+        defaults.update({**cfg[name].defaults(), **cfg[name].absent_values()})
     differ = sorted(
         k for k in current
         if k not in RESUME_OVERRIDABLE and saved.get(k, defaults[k]) != current[k]

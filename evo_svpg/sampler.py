@@ -27,8 +27,9 @@ import numpy as np
 
 from evo_svpg.behaviour import Behaviours, Describer
 from evo_svpg.envs import BatchedEnv
-from evo_svpg.policy import PolicySpec, forward_numpy, sample_actions
+from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
 from evo_svpg.settings import Settings, register_settings, setting
+from evo_svpg.streams import RANDOM_STREAMS, ParticleNoise, SlotStreams, keyed_generator
 
 SAMPLINGS = ("continuing", "whole-episodes")
 
@@ -40,6 +41,12 @@ class SamplingSettings(Settings):
     mode: str = setting(
         "continuing", "continuing: episodes carry over iterations; whole-episodes: as rllab, "
         "none cut (the paper)", key="sampling", choices=lambda: SAMPLINGS,
+    )  # fmt: skip
+    random_streams: str = setting(
+        "per-particle", "per-particle: each particle's actions and each env's resets draw from "
+        "streams of their own (any --workers gives the same results); shared: one stream for "
+        "all, in slot order (v0.1, and every run saved before this setting existed)",
+        key="random_streams", choices=lambda: RANDOM_STREAMS, absent="shared",
     )  # fmt: skip
 
     @property
@@ -110,17 +117,41 @@ class Sampler:
         seed: int,
         describer: Describer | None = None,
         whole_episodes: bool = False,
+        random_streams: str = "shared",
+        first_particle: int = 0,
     ) -> None:
+        """``first_particle``: the population index of this sampler's particle 0 (a worker's
+        shard); only per-particle streams can sample a shard as the whole population would."""
         if env.num_envs % n_particles:
             raise ValueError(f"env has {env.num_envs} slots, not a multiple of {n_particles}")
+        if random_streams not in RANDOM_STREAMS:
+            raise ValueError(f"random_streams={random_streams!r}; choose one of {RANDOM_STREAMS}")
+        if first_particle and random_streams == "shared":
+            raise ValueError("a shard of the population needs random_streams='per-particle'")
         self.env, self.spec, self.n = env, spec, n_particles
         self.describer = describer
         self.whole_episodes = whole_episodes
         if whole_episodes and describer is not None:
             raise ValueError("whole-episode sampling does not describe behaviours (novelty, QD)")
-        self.envs_per_particle = env.num_envs // n_particles
+        self.envs_per_particle = e = env.num_envs // n_particles
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-        self.obs = env.reset(seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
+        env_seed = int(np.random.SeedSequence([seed, 2]).generate_state(1)[0])
+        self.noise: ParticleNoise | None = None
+        self.slot_streams: SlotStreams | None = None
+        if random_streams == "per-particle":
+            step_shape = (e, spec.act_dim)
+            self.noise = ParticleNoise(
+                seed, first_particle, n_particles, step_shape,
+                lambda g, shape: action_noise(spec, shape, g),
+            )  # fmt: skip
+            if env.is_fast_path:
+                self.slot_streams = SlotStreams(seed, first_particle * e, env.num_envs)
+                env.use_slot_streams(self.slot_streams)
+                self.obs = env.reset()
+            else:  # gymnasium seeds copy i with seed + i: each slot its own stream
+                self.obs = env.reset(seed=env_seed % 2**31 + first_particle * e)
+        else:
+            self.obs = env.reset(seed=env_seed)
         self.running_return = np.zeros(env.num_envs, dtype=np.float64)
         self.running_length = np.zeros(env.num_envs, dtype=np.int64)
         self._buffer_steps = 0
@@ -159,6 +190,7 @@ class Sampler:
         if self.whole_episodes:
             return self._collect_whole_episodes(theta, steps_per_env)
         t_max = steps_per_env
+        self._start_noise()
         bufs = self._buffers(t_max)
         ret_buf, len_buf = bufs["ret"], bufs["len"]
         policy = self._policy(theta)
@@ -192,7 +224,14 @@ class Sampler:
         bufs.setdefault("valid", np.empty((t_cap, n, e), dtype=bool))
         valid_buf, ret_buf, len_buf = bufs["valid"], bufs["ret"], bufs["len"]
         policy = self._policy(theta)
-        obs = self.env.reset()
+        self._start_noise()
+        if self.slot_streams is not None:  # see SlotStreams.restart
+            self.slot_streams.restart(self.noise.rollouts)
+            obs = self.env.reset()
+        elif self.noise is not None:  # generic envs: every slot reseeded the same way
+            obs = self._reseed_generic_slots()
+        else:
+            obs = self.env.reset()
         active = np.ones(n * e, dtype=bool)
         taken = np.zeros(n, dtype=np.int64)
         self.running_return[:] = 0.0
@@ -218,6 +257,17 @@ class Sampler:
         self.obs = obs
         return self._rollout(bufs, t, None, valid_buf[:t])
 
+    def _reseed_generic_slots(self) -> np.ndarray:
+        """Reset a gymnasium (generic) env so that slot ``s`` is seeded from (seed, rollouts
+        so far, s) whatever the sharding (gymnasium seeds copy ``i`` with ``seed + i``)."""
+        restart = keyed_generator(self.noise.seed, 103, self.noise.rollouts)
+        first_slot = self.noise.first * self.envs_per_particle
+        return self.env.reset(seed=int(restart.integers(2**30)) + first_slot)
+
+    def _start_noise(self) -> None:
+        if self.noise is not None:
+            self.noise.start()
+
     def _policy(self, theta: np.ndarray) -> tuple:
         parts = self.spec.split(theta)
         return parts, None if self.spec.discrete else parts[-1]
@@ -234,7 +284,9 @@ class Sampler:
         bufs["obs"][t] = obs.reshape(n, e, od)
         layers = [buf[:, t] for buf in self._layer_bufs]
         out = forward_numpy(spec, parts, bufs["obs"][t], layers)
-        actions = sample_actions(spec, out, log_std, self.rng)
+        shared = self.noise is None
+        noise = action_noise(spec, out.shape, self.rng) if shared else self.noise.at(t)
+        actions = actions_from_noise(spec, out, log_std, noise)
         bufs["act"][t] = actions
         if spec.discrete:
             env_actions = actions.reshape(n * e)
@@ -281,12 +333,23 @@ class Sampler:
             "obs": self.obs.copy(),
             "running_return": self.running_return.copy(),
             "running_length": self.running_length.copy(),
-            "rng": self.rng.bit_generator.state,
+            "rng": self.rng.bit_generator.state if self.noise is None else self.noise.state_dict(),
             "describer": None if self.describer is None else self.describer.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.rng.bit_generator.state = state["rng"]
+        per_particle = "rollouts" in state["rng"]
+        if per_particle != (self.noise is not None):
+            raise ValueError(
+                "the checkpoint's sampler drew from "
+                f"{'per-particle' if per_particle else 'one shared'} random streams, this run "
+                f"from {'per-particle' if self.noise is not None else 'one shared'}: set "
+                f"random_streams={'per-particle' if per_particle else 'shared'} to resume it"
+            )
+        if per_particle:
+            self.noise.load_state_dict(state["rng"])
+        else:
+            self.rng.bit_generator.state = state["rng"]
         if state["env"] is None:
             logger.warning(
                 "%s is on the generic gymnasium path, whose envs cannot be restored: their "
@@ -294,7 +357,10 @@ class Sampler:
                 "one",
                 self.env.env_id,
             )
-            self.obs = self.env.reset(seed=int(self.rng.integers(2**31)))
+            if self.noise is None:
+                self.obs = self.env.reset(seed=int(self.rng.integers(2**31)))
+            else:
+                self.obs = self._reseed_generic_slots()
             self.running_return[:] = 0.0
             self.running_length[:] = 0
             if self.describer is not None:

@@ -30,10 +30,15 @@ def setting(
     check: Check | None = None,
     parse: Callable[[str], Any] | None = None,
     choices: Callable[[], Iterable[str]] | None = None,
+    absent: Any = MISSING,
 ) -> Any:
     """A settings field. ``parse`` turns a ``--flag`` string into a value (default: the type of
-    ``default``); ``choices`` lists valid values for ``--help`` and errors."""
+    ``default``); ``choices`` lists valid values for ``--help`` and errors; ``absent``: the
+    value that runs saved before this setting existed had, when it differs from the default
+    (:meth:`evo_svpg.config.RunConfig.from_saved` reads a saved config with it)."""
     meta = {"doc": doc, "key": key, "check": check, "parse": parse, "choices": choices}
+    if absent is not MISSING:
+        meta["absent"] = absent
     if isinstance(default, list | tuple):
         return field(default_factory=lambda: tuple(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -94,6 +99,13 @@ class Settings:
             value = f.default if f.default is not MISSING else f.default_factory()
             out[cls.key_of(f.name)] = plain(value)
         return out
+
+    @classmethod
+    def absent_values(cls) -> dict[str, Any]:
+        """``{flat key: value}`` for the fields declared with ``absent``: what a config saved
+        before the field existed meant."""
+        return {cls.key_of(f.name): f.metadata["absent"] for f in fields(cls)
+                if "absent" in f.metadata}  # fmt: skip
 
     @classmethod
     def field_help(cls) -> list[tuple[str, str, Any, dict]]:

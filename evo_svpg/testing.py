@@ -186,6 +186,7 @@ class _Probe:
         self.name = component_name(target)
         self.writes = contract_of(target).writes
         self.taken = 0
+        self.in_call = False  # an error before the target runs is not the target's
         ctx = run.ctx
         collect, episodes_of = ctx.sampler.collect, ctx.evaluator.episodes_of
 

@@ -220,6 +220,12 @@ def check_settings(out: Path, settings: dict) -> None:
     path.write_text(json.dumps(settings, indent=2) + "\n")
 
 
+# The results these runners put in the README were made before per-particle random streams
+# (evo_svpg/streams.py) existed: their runs drew from one shared stream. The runners pin it so
+# that their commands still reproduce those numbers; a user flag after it wins.
+SHARED_STREAMS = ["--random-streams", "shared"]
+
+
 def _full_flags(
     mode: str, seed: int, budget: int | None, threads: int, flags: list[str], mode_flag: bool
 ) -> list[str]:
@@ -299,7 +305,7 @@ def check_existing_runs(
             if not (path / "config.json").is_file():
                 continue
             saved_data = json.loads((path / "config.json").read_text())["config"]
-            saved = run_setting(RunConfig.from_dict(saved_data, source=str(path / "config.json")))
+            saved = run_setting(RunConfig.from_saved(saved_data, source=str(path / "config.json")))
             problems.append(
                 setting_mismatch(path, saved, mode, seed, budget, flags, mode_flag=mode_flag)
             )

@@ -94,7 +94,7 @@ def read_record(path: Path, label: str | None = None, seed: int | None = None) -
                 f"it is {record['label']} seed {record['seed']}, not {label} seed {seed}"
             )
         record["fresh"] = {k: np.nan if v is None else v for k, v in record["fresh"].items()}
-        record["setting"] = run_setting(RunConfig.from_dict(record["config"], source=str(path)))
+        record["setting"] = run_setting(RunConfig.from_saved(record["config"], source=str(path)))
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a run record ({exc})") from exc
     return record

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from _common import (
     RESERVED,
+    SHARED_STREAMS,
     RunnerParser,
     final_returns,
     fresh_episodes,
@@ -100,7 +101,12 @@ def _first_solved(path: Path) -> int | None:
 def _compare(args) -> None:
     start = time.perf_counter()
     walls = run_all(
-        args.out, args.modes, args.seeds, None, args.jobs, lambda mode, seed: list(args.extra)
+        args.out,
+        args.modes,
+        args.seeds,
+        None,
+        args.jobs,
+        lambda mode, seed: [*SHARED_STREAMS, *args.extra],
     )
     total = time.perf_counter() - start
 

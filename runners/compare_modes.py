@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from _common import (
     RESERVED,
+    SHARED_STREAMS,
     RunnerParser,
     bootstrap_median_ci,
     curves_on_grid,
@@ -94,7 +95,7 @@ def _compare(args) -> None:
     start = time.perf_counter()
     walls = run_all(
         args.out, args.modes, args.seeds, args.budget, args.jobs,
-        lambda mode, seed: ["--env", args.env, *args.extra],
+        lambda mode, seed: ["--env", args.env, *SHARED_STREAMS, *args.extra],
     )  # fmt: skip
     total = time.perf_counter() - start
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from _common import (
     RESERVED,
+    SHARED_STREAMS,
     RunnerParser,
     bootstrap_median_ci,
     curves_on_grid,
@@ -131,7 +132,16 @@ def _parser() -> RunnerParser:
 
 def _run_flags(args) -> list[str]:
     """What every run of this comparison gets besides its mode, seed and budget."""
-    return ["--env", args.env, *args.task_flags, *COMMON, "--alpha", args.alpha, *args.extra]
+    return [
+        "--env",
+        args.env,
+        *args.task_flags,
+        *COMMON,
+        *SHARED_STREAMS,
+        "--alpha",
+        args.alpha,
+        *args.extra,
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -166,7 +166,7 @@ def _pumping_params(run, pumping: np.ndarray) -> None:
 
 def test_success_is_measured_on_the_deterministic_policies_and_not_charged():
     cfg = RunConfig(
-        mode="independent", env=SPARSE, particles=4, steps_per_particle=200,
+        mode="independent", env=SPARSE, particles=4, steps_per_particle=100,
         envs_per_particle=2, hidden_sizes=(1,), iterations=2, qd_every=1, lr=1e-6,
     )  # fmt: skip
     run = build_run(cfg)
@@ -181,13 +181,14 @@ def test_success_is_measured_on_the_deterministic_policies_and_not_charged():
     first = records[0].scalars
     assert first["success_fraction"] == 0.5
     assert first["success_any"] == 1.0
-    assert first["first_success_env_steps"] == 4 * 200  # after the first iteration
+    assert first["first_success_env_steps"] == 4 * 100  # after the first iteration
     assert [first[f"det_return_{i}"] for i in range(4)] == [1.0, 0.0, 1.0, 0.0]
-    # No charged episode ended in iteration 1 (100 steps per env, 200-step limit): the tests'
-    # goal-reaching episodes are not in the QD records of the learning budget ...
+    # No charged episode ended in iteration 1 (50 steps per env: too few to reach the goal from
+    # rest, and a 200-step limit): the tests' goal-reaching episodes are not in the QD records
+    # of the learning budget ...
     assert (first["qd_coverage"], first["qd_score"]) == (0.0, 0.0)
     assert np.isnan(first["qd_best_return"])
-    assert records[-1].env_steps == 2 * 4 * 200  # the tests' steps are not charged ...
+    assert records[-1].env_steps == 2 * 4 * 100  # the tests' steps are not charged ...
     assert records[-1].scalars["measure_env_steps"] > 0  # ... but reported
     assert first["qd_test_score"] >= 1.0  # ... they fill a grid of their own
     assert 0 < first["qd_test_coverage"] < 1

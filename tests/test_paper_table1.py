@@ -78,6 +78,7 @@ def test_every_cell_has_a_config_with_the_papers_setting():
                     **CELLS[variant], "env": ENV_IDS[env], "estimator": estimator,
                     "sampling": "whole-episodes", "particles": 16, "steps_per_particle": 10_000,
                     "iterations": 1000, "lr": 0.005, "gamma": 0.99, "hidden_sizes": [100, 50, 25],
+                    "random_streams": "shared",  # the records were drawn so
                     **(LINEAR_BASELINE if estimator == "linear-baseline" else {}),
                 }  # fmt: skip
                 assert {k: pinned.get(k) for k in want} == want, path.name
@@ -96,9 +97,23 @@ def test_cells_from_their_files_compute_what_the_flag_launched_cells_of_before_d
     for estimator in paper_table1.ESTIMATORS:
         for env, env_id in ENV_IDS.items():
             for variant, flags in old.items():
-                before = [*flags, "--env", env_id, "--estimator", estimator, "--sampling",
-                          "whole-episodes", "--particles", "16", "--steps-per-particle",
-                          "10000", "--iterations", "1000"]  # fmt: skip
+                before = [
+                    *flags,
+                    "--env",
+                    env_id,
+                    "--estimator",
+                    estimator,
+                    "--sampling",
+                    "whole-episodes",
+                    "--particles",
+                    "16",
+                    "--steps-per-particle",
+                    "10000",
+                    "--iterations",
+                    "1000",
+                    "--random-streams",
+                    "shared",
+                ]  # fmt: skip  (as they were then)
                 now = paper_table1.run_flags(args, estimator, env, variant)
                 assert run_setting(config_of_flags(before)) == run_setting(config_of_flags(now))
 

@@ -21,6 +21,7 @@ import gymnasium
 import numpy as np
 
 from evo_svpg.registry import FAST_PATHS, OBSERVATION_ROLES
+from evo_svpg.streams import SlotStreams
 
 __all__ = [
     "BatchedEnv",
@@ -159,6 +160,19 @@ class NumpyBatchedEnv(BatchedEnv):
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._all_rows = np.arange(self.num_envs)
         self._needs_reset = True
+        self._slot_streams: SlotStreams | None = None
+
+    def use_slot_streams(self, streams: SlotStreams) -> None:
+        """Draw every slot's reset states from its own stream (:mod:`evo_svpg.streams`) instead
+        of one generator in slot order: what a sharded population needs."""
+        if streams.num_slots != self.num_envs:
+            raise ValueError(f"{self!r}: slot streams for {streams.num_slots} slots")
+        self.rng = self._slot_streams = streams
+
+    def _draw_initial(self, idx: np.ndarray) -> np.ndarray:
+        if self._slot_streams is not None:
+            self._slot_streams.rows = idx
+        return self._reset_rows(idx)
 
     @property
     def is_fast_path(self) -> bool:
@@ -174,8 +188,10 @@ class NumpyBatchedEnv(BatchedEnv):
     # -- BatchedEnv -----------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> np.ndarray:
         if seed is not None:
+            if self._slot_streams is not None:
+                raise ValueError(f"{self!r} draws from per-slot streams: reset() takes no seed")
             self.rng = np.random.default_rng(seed)
-        obs = self._reset_rows(self._all_rows)
+        obs = self._draw_initial(self._all_rows)
         self._elapsed[:] = 0
         self._needs_reset = False
         return obs
@@ -191,7 +207,7 @@ class NumpyBatchedEnv(BatchedEnv):
         obs = final_obs.copy()
         if done.any():
             idx = np.flatnonzero(done)
-            obs[idx] = self._reset_rows(idx)
+            obs[idx] = self._draw_initial(idx)
             elapsed[idx] = 0
         return StepResult(obs, reward, terminated, truncated, final_obs)
 
@@ -202,7 +218,11 @@ class NumpyBatchedEnv(BatchedEnv):
             "physics": {name: getattr(self, name).copy() for name in self._STATE_FIELDS},
             "elapsed": self._elapsed.copy(),
             "needs_reset": self._needs_reset,
-            "rng": copy.deepcopy(self.rng.bit_generator.state),
+            "rng": (
+                self._slot_streams.state_dict()
+                if self._slot_streams is not None
+                else copy.deepcopy(self.rng.bit_generator.state)
+            ),
         }
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -222,10 +242,21 @@ class NumpyBatchedEnv(BatchedEnv):
         for dst, src in [*arrays, (self._elapsed, elapsed)]:
             if src.shape != dst.shape:
                 raise ValueError(f"{self!r}: snapshot array of shape {src.shape}, need {dst.shape}")
-        rng = np.random.default_rng()
-        rng.bit_generator.state = copy.deepcopy(state["rng"])
+        per_slot = "slot_streams" in state["rng"]
+        if per_slot != (self._slot_streams is not None):
+            raise ValueError(
+                f"{self!r}: the snapshot's reset draws are "
+                f"{'per slot' if per_slot else 'one stream'}, this env's are "
+                f"{'per slot' if self._slot_streams is not None else 'one stream'}"
+            )
+        if per_slot:
+            self._slot_streams.load_state_dict(state["rng"])
+        else:
+            rng = np.random.default_rng()
+            rng.bit_generator.state = copy.deepcopy(state["rng"])
         for dst, src in arrays:
             np.copyto(dst, src, casting="same_kind")
         np.copyto(self._elapsed, elapsed, casting="same_kind")
-        self.rng = rng
+        if not per_slot:
+            self.rng = rng
         self._needs_reset = bool(state["needs_reset"])

@@ -1,0 +1,135 @@
+"""Per-particle random streams: a shard of the population samples what the whole one does."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evo_svpg.config import RunConfig
+from evo_svpg.envs import make_batched_env
+from evo_svpg.policy import PolicySpec
+from evo_svpg.sampler import Sampler
+from evo_svpg.streams import ParticleNoise, SlotStreams
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.lists(st.booleans(), min_size=6, max_size=6), min_size=1, max_size=40))
+def test_a_slot_draws_the_same_rows_whichever_slots_reset_with_it(masks):
+    """Slot s's k-th reset row depends on (seed, s, k) only, not on the other rows drawn."""
+    streams = SlotStreams(seed=5, first=0, num_slots=6, block=4)
+    got: dict[int, list] = {s: [] for s in range(6)}
+    for mask in masks:
+        rows = np.flatnonzero(mask)
+        if rows.size == 0:
+            continue
+        streams.rows = rows
+        for slot, row in zip(rows, streams.random((rows.size, 3)), strict=True):
+            got[int(slot)].append(row)
+    for slot, rows in got.items():
+        alone = SlotStreams(seed=5, first=slot, num_slots=1, block=4)
+        alone.rows = np.zeros(1, dtype=np.int64)
+        for row in rows:
+            np.testing.assert_array_equal(alone.random((1, 3))[0], row)
+
+
+def test_slot_streams_resume_from_their_counters_mid_block():
+    a = SlotStreams(seed=1, first=3, num_slots=2, block=4)
+    a.rows = np.arange(2)
+    for _ in range(5):
+        a.standard_normal((2, 2))
+    b = SlotStreams(seed=1, first=3, num_slots=2, block=4)
+    b.load_state_dict(a.state_dict())
+    b.rows = a.rows = np.array([1])
+    np.testing.assert_array_equal(a.standard_normal((1, 2)), b.standard_normal((1, 2)))
+
+
+def test_particle_noise_of_a_shard_is_the_population_noise_of_its_rows():
+    draw = lambda g, shape: g.standard_normal(shape, dtype=np.float32)  # noqa: E731
+    whole = ParticleNoise(7, 0, 5, (3, 2), draw, chunk=4)
+    part = ParticleNoise(7, 2, 3, (3, 2), draw, chunk=4)
+    for _ in range(2):
+        whole.start(), part.start()
+        for t in range(10):
+            np.testing.assert_array_equal(whole.at(t)[2:], part.at(t))
+    with pytest.raises(RuntimeError, match="out of order"):
+        part.at(17)
+
+
+GENERIC = "CartPole-v0"  # gymnasium's own CartPole-v0: the generic path
+
+
+def _rollouts(env_id, n, first, count, theta, whole_episodes, steps):
+    spec = _spec(env_id)
+    env = make_batched_env(env_id, count * 3, max_episode_steps=60)
+    sampler = Sampler(env, spec, count, seed=11, whole_episodes=whole_episodes,
+                      random_streams="per-particle", first_particle=first)  # fmt: skip
+    out = []
+    for _ in range(3):
+        r = sampler.collect(theta[first : first + count], steps)
+        out.append({
+            "obs": r.obs.copy(), "actions": r.actions.copy(), "rewards": r.rewards.copy(),
+            "terminated": r.terminated.copy(), "returns": [x.copy() for x in r.episode_returns],
+            "steps": r.steps_taken,
+            "valid": None if r.valid is None else r.valid.copy(),
+        })  # fmt: skip
+    return out
+
+
+def _spec(env_id):
+    env = make_batched_env(env_id, 1)
+    obs, act = env.single_observation_space, env.single_action_space
+    if hasattr(act, "n"):
+        return PolicySpec(obs.shape[0], int(act.n), True, (8,), "tanh")
+    return PolicySpec(obs.shape[0], act.shape[0], False, (8,), "tanh",
+                      tuple(act.low.tolist()), tuple(act.high.tolist()))  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:.*CartPole-v0 is out of date")
+@pytest.mark.parametrize("whole_episodes", [False, True])
+@pytest.mark.parametrize(
+    "env_id", ["CartPole-v1", "Pendulum-v1", "evo_svpg/DoublePendulum-v0", "Acrobot-v1", GENERIC]
+)
+def test_shards_sample_exactly_what_the_whole_population_samples(env_id, whole_episodes):
+    """Particles 0-1 and 2-4 sampled apart (two workers) give the rollout of all five."""
+    if whole_episodes and env_id not in ("CartPole-v1", GENERIC):
+        pytest.skip("whole episodes: CartPole (fast path) and a generic env are enough")
+    spec = _spec(env_id)
+    theta = spec.init_params(5, torch.Generator().manual_seed(0)).numpy()
+    steps = 40
+    whole = _rollouts(env_id, 5, 0, 5, theta, whole_episodes, steps)
+    parts = [
+        _rollouts(env_id, 5, a, b - a, theta, whole_episodes, steps) for a, b in [(0, 2), (2, 5)]
+    ]
+    for i, w in enumerate(whole):
+        lo, hi = parts[0][i], parts[1][i]
+        assert w["steps"] == lo["steps"] + hi["steps"]
+        for a, b in zip(w["returns"], lo["returns"] + hi["returns"], strict=True):
+            np.testing.assert_array_equal(a, b)
+        for key in ("obs", "actions", "rewards", "terminated"):
+            joined = [_steps_of(lo, key, p) for p in range(2)] + [
+                _steps_of(hi, key, p) for p in range(3)
+            ]
+            for p in range(5):
+                np.testing.assert_array_equal(_steps_of(w, key, p), joined[p], err_msg=key)
+
+
+def _steps_of(rollout: dict, key: str, p: int) -> np.ndarray:
+    """Particle ``p``'s counted steps of ``key`` (all of them, or the valid ones)."""
+    values = rollout[key][:, p]
+    return values if rollout["valid"] is None else values[rollout["valid"][:, p]]
+
+
+def test_a_saved_config_without_random_streams_is_a_shared_stream_run():
+    """Runs saved before the setting existed drew from one stream: reading them back must not
+    turn them into per-particle runs (their numbers would not be reproduced)."""
+    new = RunConfig()
+    assert new["sampling"].random_streams == "per-particle"
+    saved = new.to_dict()
+    del saved["random_streams"]
+    assert RunConfig.from_saved(saved)["sampling"].random_streams == "shared"
+    assert RunConfig.from_dict(saved)["sampling"].random_streams == "per-particle"
+    with pytest.raises(ValueError, match=r"random_streams='one'.*per-particle.*shared"):
+        RunConfig(random_streams="one")
