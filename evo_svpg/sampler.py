@@ -29,7 +29,7 @@ from evo_svpg.behaviour import Behaviours, Describer
 from evo_svpg.envs import BatchedEnv
 from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
 from evo_svpg.settings import Settings, register_settings, setting
-from evo_svpg.streams import RANDOM_STREAMS, ParticleNoise, SlotStreams, keyed_generator
+from evo_svpg.streams import RANDOM_STREAMS, ParticleStreams, ResetDraws, keyed_generator
 
 SAMPLINGS = ("continuing", "whole-episodes")
 
@@ -136,20 +136,21 @@ class Sampler:
         self.envs_per_particle = e = env.num_envs // n_particles
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
         env_seed = int(np.random.SeedSequence([seed, 2]).generate_state(1)[0])
-        self.noise: ParticleNoise | None = None
-        self.slot_streams: SlotStreams | None = None
+        # Per-particle streams (evo_svpg.streams): rollout 0 is the first reset, rollout c ≥ 1
+        # the c-th collect. Reset draws of step t are row t (row 0: a whole-episode rollout's
+        # initial reset, then t + 1).
+        self.streams: ParticleStreams | None = None
+        self.reset_draws: ResetDraws | None = None
+        self._reset_row_offset = 0
         if random_streams == "per-particle":
-            step_shape = (e, spec.act_dim)
-            self.noise = ParticleNoise(
-                seed, first_particle, n_particles, step_shape,
-                lambda g, shape: action_noise(spec, shape, g),
-            )  # fmt: skip
+            self.streams = ParticleStreams(seed, first_particle, n_particles)
+            self.streams.start()
             if env.is_fast_path:
-                self.slot_streams = SlotStreams(seed, first_particle * e, env.num_envs)
-                env.use_slot_streams(self.slot_streams)
+                self.reset_draws = ResetDraws(self.streams, e)
+                env.use_reset_draws(self.reset_draws)
                 self.obs = env.reset()
-            else:  # gymnasium seeds copy i with seed + i: each slot its own stream
-                self.obs = env.reset(seed=env_seed % 2**31 + first_particle * e)
+            else:
+                self.obs = self._reseed_generic_slots()
         else:
             self.obs = env.reset(seed=env_seed)
         self.running_return = np.zeros(env.num_envs, dtype=np.float64)
@@ -190,7 +191,7 @@ class Sampler:
         if self.whole_episodes:
             return self._collect_whole_episodes(theta, steps_per_env)
         t_max = steps_per_env
-        self._start_noise()
+        self._start_rollout(reset_row_offset=0)
         bufs = self._buffers(t_max)
         ret_buf, len_buf = bufs["ret"], bufs["len"]
         policy = self._policy(theta)
@@ -224,12 +225,9 @@ class Sampler:
         bufs.setdefault("valid", np.empty((t_cap, n, e), dtype=bool))
         valid_buf, ret_buf, len_buf = bufs["valid"], bufs["ret"], bufs["len"]
         policy = self._policy(theta)
-        self._start_noise()
-        if self.slot_streams is not None:  # see SlotStreams.restart
-            self.slot_streams.restart(self.noise.rollouts)
-            obs = self.env.reset()
-        elif self.noise is not None:  # generic envs: every slot reseeded the same way
-            obs = self._reseed_generic_slots()
+        self._start_rollout(reset_row_offset=1)
+        if self.streams is not None and self.reset_draws is None:
+            obs = self._reseed_generic_slots()  # generic envs: reseeded the same in any shard
         else:
             obs = self.env.reset()
         active = np.ones(n * e, dtype=bool)
@@ -259,14 +257,26 @@ class Sampler:
 
     def _reseed_generic_slots(self) -> np.ndarray:
         """Reset a gymnasium (generic) env so that slot ``s`` is seeded from (seed, rollouts
-        so far, s) whatever the sharding (gymnasium seeds copy ``i`` with ``seed + i``)."""
-        restart = keyed_generator(self.noise.seed, 103, self.noise.rollouts)
-        first_slot = self.noise.first * self.envs_per_particle
+        so far, s) whatever the sharding (gymnasium seeds copy ``i`` with ``seed + i``); its
+        copies then draw from their own generators."""
+        streams = self.streams
+        restart = keyed_generator(streams.seed, 103, streams.rollouts)
+        first_slot = streams.first * self.envs_per_particle
         return self.env.reset(seed=int(restart.integers(2**30)) + first_slot)
 
-    def _start_noise(self) -> None:
-        if self.noise is not None:
-            self.noise.start()
+    def _start_rollout(self, reset_row_offset: int) -> None:
+        if self.streams is not None:
+            self.streams.start()
+            self._reset_row_offset = reset_row_offset
+            if self.reset_draws is not None:
+                self.reset_draws.step = 0
+
+    def _action_noise(self, t: int, shape: tuple[int, ...]) -> np.ndarray:
+        if self.streams is None:
+            return action_noise(self.spec, shape, self.rng)
+        return self.streams.at(
+            "action", t, shape[1:], lambda g, block: action_noise(self.spec, block, g)
+        )
 
     def _policy(self, theta: np.ndarray) -> tuple:
         parts = self.spec.split(theta)
@@ -284,14 +294,14 @@ class Sampler:
         bufs["obs"][t] = obs.reshape(n, e, od)
         layers = [buf[:, t] for buf in self._layer_bufs]
         out = forward_numpy(spec, parts, bufs["obs"][t], layers)
-        shared = self.noise is None
-        noise = action_noise(spec, out.shape, self.rng) if shared else self.noise.at(t)
-        actions = actions_from_noise(spec, out, log_std, noise)
+        actions = actions_from_noise(spec, out, log_std, self._action_noise(t, out.shape))
         bufs["act"][t] = actions
         if spec.discrete:
             env_actions = actions.reshape(n * e)
         else:
             env_actions = np.clip(actions, self._low, self._high).reshape(n * e, -1)
+        if self.reset_draws is not None:
+            self.reset_draws.step = t + self._reset_row_offset
         res = self.env.step(env_actions)
         bufs["rew"][t] = res.reward.reshape(n, e)
         bufs["term"][t] = res.terminated.reshape(n, e)
@@ -333,21 +343,23 @@ class Sampler:
             "obs": self.obs.copy(),
             "running_return": self.running_return.copy(),
             "running_length": self.running_length.copy(),
-            "rng": self.rng.bit_generator.state if self.noise is None else self.noise.state_dict(),
+            "rng": self.rng.bit_generator.state
+            if self.streams is None
+            else self.streams.state_dict(),
             "describer": None if self.describer is None else self.describer.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         per_particle = "rollouts" in state["rng"]
-        if per_particle != (self.noise is not None):
+        if per_particle != (self.streams is not None):
             raise ValueError(
                 "the checkpoint's sampler drew from "
                 f"{'per-particle' if per_particle else 'one shared'} random streams, this run "
-                f"from {'per-particle' if self.noise is not None else 'one shared'}: set "
+                f"from {'per-particle' if self.streams is not None else 'one shared'}: set "
                 f"random_streams={'per-particle' if per_particle else 'shared'} to resume it"
             )
         if per_particle:
-            self.noise.load_state_dict(state["rng"])
+            self.streams.load_state_dict(state["rng"])
         else:
             self.rng.bit_generator.state = state["rng"]
         if state["env"] is None:
@@ -357,7 +369,7 @@ class Sampler:
                 "one",
                 self.env.env_id,
             )
-            if self.noise is None:
+            if self.streams is None:
                 self.obs = self.env.reset(seed=int(self.rng.integers(2**31)))
             else:
                 self.obs = self._reseed_generic_slots()

@@ -12,50 +12,46 @@ from evo_svpg.config import RunConfig
 from evo_svpg.envs import make_batched_env
 from evo_svpg.policy import PolicySpec
 from evo_svpg.sampler import Sampler
-from evo_svpg.streams import ParticleNoise, SlotStreams
+from evo_svpg.streams import ParticleStreams, ResetDraws
+
+
+def _normal(g, shape):
+    return g.standard_normal(shape, dtype=np.float32)
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.lists(st.booleans(), min_size=6, max_size=6), min_size=1, max_size=40))
-def test_a_slot_draws_the_same_rows_whichever_slots_reset_with_it(masks):
-    """Slot s's k-th reset row depends on (seed, s, k) only, not on the other rows drawn."""
-    streams = SlotStreams(seed=5, first=0, num_slots=6, block=4)
-    got: dict[int, list] = {s: [] for s in range(6)}
-    for mask in masks:
-        rows = np.flatnonzero(mask)
-        if rows.size == 0:
-            continue
-        streams.rows = rows
-        for slot, row in zip(rows, streams.random((rows.size, 3)), strict=True):
-            got[int(slot)].append(row)
-    for slot, rows in got.items():
-        alone = SlotStreams(seed=5, first=slot, num_slots=1, block=4)
-        alone.rows = np.zeros(1, dtype=np.int64)
-        for row in rows:
-            np.testing.assert_array_equal(alone.random((1, 3))[0], row)
-
-
-def test_slot_streams_resume_from_their_counters_mid_block():
-    a = SlotStreams(seed=1, first=3, num_slots=2, block=4)
-    a.rows = np.arange(2)
-    for _ in range(5):
-        a.standard_normal((2, 2))
-    b = SlotStreams(seed=1, first=3, num_slots=2, block=4)
-    b.load_state_dict(a.state_dict())
-    b.rows = a.rows = np.array([1])
-    np.testing.assert_array_equal(a.standard_normal((1, 2)), b.standard_normal((1, 2)))
-
-
-def test_particle_noise_of_a_shard_is_the_population_noise_of_its_rows():
-    draw = lambda g, shape: g.standard_normal(shape, dtype=np.float32)  # noqa: E731
-    whole = ParticleNoise(7, 0, 5, (3, 2), draw, chunk=4)
-    part = ParticleNoise(7, 2, 3, (3, 2), draw, chunk=4)
+@given(
+    first=st.integers(0, 4),
+    count=st.integers(1, 3),
+    steps=st.lists(st.integers(0, 200), min_size=1, max_size=12, unique=True),
+)
+def test_a_shard_draws_the_population_draws_of_its_particles(first, count, steps):
+    """Particle p's draws at step t depend on (seed, p, rollout, t) only: not on which other
+    particles share the streams, nor on which steps were asked for before."""
+    whole = ParticleStreams(seed=7, first=0, n=8, chunk=16)
+    part = ParticleStreams(seed=7, first=first, n=count, chunk=16)
     for _ in range(2):
         whole.start(), part.start()
-        for t in range(10):
-            np.testing.assert_array_equal(whole.at(t)[2:], part.at(t))
-    with pytest.raises(RuntimeError, match="out of order"):
-        part.at(17)
+        every = [whole.at("x", t, (3, 2), _normal).copy() for t in range(max(steps) + 1)]
+        for t in sorted(steps):
+            np.testing.assert_array_equal(
+                part.at("x", t, (3, 2), _normal), every[t][first : first + count]
+            )
+    part.at("x", max(steps) + 16, (3, 2), _normal)  # a later block: earlier steps are gone
+    with pytest.raises(RuntimeError, match="after a later step"):
+        part.at("x", max(steps), (3, 2), _normal)
+
+
+def test_reset_draws_give_each_reset_slot_its_particles_row():
+    streams = ParticleStreams(seed=3, first=0, n=2, chunk=4)
+    streams.start()
+    draws = ResetDraws(streams, envs_per_particle=3)
+    draws.step, draws.rows = 5, np.array([1, 4])
+    got = draws.uniform(-1.0, 1.0, size=(2, 2))
+    table = streams.at("reset:random:2", 5, (3, 2), None).reshape(6, 2)
+    np.testing.assert_array_equal(got, -1.0 + 2.0 * table[[1, 4]])
+    with pytest.raises(ValueError, match="one row per reset env"):
+        draws.random((3, 2))
 
 
 GENERIC = "CartPole-v0"  # gymnasium's own CartPole-v0: the generic path

@@ -21,7 +21,7 @@ import gymnasium
 import numpy as np
 
 from evo_svpg.registry import FAST_PATHS, OBSERVATION_ROLES
-from evo_svpg.streams import SlotStreams
+from evo_svpg.streams import ResetDraws
 
 __all__ = [
     "BatchedEnv",
@@ -160,18 +160,19 @@ class NumpyBatchedEnv(BatchedEnv):
         self._elapsed = np.zeros(self.num_envs, dtype=np.int64)
         self._all_rows = np.arange(self.num_envs)
         self._needs_reset = True
-        self._slot_streams: SlotStreams | None = None
+        self._reset_draws: ResetDraws | None = None
 
-    def use_slot_streams(self, streams: SlotStreams) -> None:
-        """Draw every slot's reset states from its own stream (:mod:`evo_svpg.streams`) instead
-        of one generator in slot order: what a sharded population needs."""
-        if streams.num_slots != self.num_envs:
-            raise ValueError(f"{self!r}: slot streams for {streams.num_slots} slots")
-        self.rng = self._slot_streams = streams
+    def use_reset_draws(self, draws: ResetDraws) -> None:
+        """Draw each slot's reset states from its particle's own streams
+        (:mod:`evo_svpg.streams`) instead of one generator in slot order: what a sharded
+        population needs. The sampler keys them (``draws.step``); snapshots then hold none."""
+        if draws.rows.size != self.num_envs:
+            raise ValueError(f"{self!r}: reset draws for {draws.rows.size} slots")
+        self.rng = self._reset_draws = draws
 
     def _draw_initial(self, idx: np.ndarray) -> np.ndarray:
-        if self._slot_streams is not None:
-            self._slot_streams.rows = idx
+        if self._reset_draws is not None:
+            self._reset_draws.rows = idx
         return self._reset_rows(idx)
 
     @property
@@ -188,8 +189,8 @@ class NumpyBatchedEnv(BatchedEnv):
     # -- BatchedEnv -----------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> np.ndarray:
         if seed is not None:
-            if self._slot_streams is not None:
-                raise ValueError(f"{self!r} draws from per-slot streams: reset() takes no seed")
+            if self._reset_draws is not None:
+                raise ValueError(f"{self!r} draws from per-particle streams: reset() takes no seed")
             self.rng = np.random.default_rng(seed)
         obs = self._draw_initial(self._all_rows)
         self._elapsed[:] = 0
@@ -218,9 +219,10 @@ class NumpyBatchedEnv(BatchedEnv):
             "physics": {name: getattr(self, name).copy() for name in self._STATE_FIELDS},
             "elapsed": self._elapsed.copy(),
             "needs_reset": self._needs_reset,
+            # Per-particle reset draws are keyed by the sampler's rollout count: nothing here.
             "rng": (
-                self._slot_streams.state_dict()
-                if self._slot_streams is not None
+                {"per_particle": True}
+                if self._reset_draws is not None
                 else copy.deepcopy(self.rng.bit_generator.state)
             ),
         }
@@ -242,21 +244,19 @@ class NumpyBatchedEnv(BatchedEnv):
         for dst, src in [*arrays, (self._elapsed, elapsed)]:
             if src.shape != dst.shape:
                 raise ValueError(f"{self!r}: snapshot array of shape {src.shape}, need {dst.shape}")
-        per_slot = "slot_streams" in state["rng"]
-        if per_slot != (self._slot_streams is not None):
+        per_particle = "per_particle" in state["rng"]
+        if per_particle != (self._reset_draws is not None):
+            kinds = ("one stream", "per particle")
             raise ValueError(
-                f"{self!r}: the snapshot's reset draws are "
-                f"{'per slot' if per_slot else 'one stream'}, this env's are "
-                f"{'per slot' if self._slot_streams is not None else 'one stream'}"
+                f"{self!r}: the snapshot's reset draws are {kinds[per_particle]}, this env's "
+                f"are {kinds[self._reset_draws is not None]}"
             )
-        if per_slot:
-            self._slot_streams.load_state_dict(state["rng"])
-        else:
+        if not per_particle:
             rng = np.random.default_rng()
             rng.bit_generator.state = copy.deepcopy(state["rng"])
         for dst, src in arrays:
             np.copyto(dst, src, casting="same_kind")
         np.copyto(self._elapsed, elapsed, casting="same_kind")
-        if not per_slot:
+        if not per_particle:
             self.rng = rng
         self._needs_reset = bool(state["needs_reset"])
