@@ -196,6 +196,8 @@ class Checkpointer(Callback):
         self._save(run)
 
     def on_interrupt(self, run: Run, exc: BaseException) -> None:
+        if run.pool is not None and run.pool.closed:  # a worker died: its shard's state is gone
+            return  # (the checkpoint on disk stays)
         self._save(run)
 
 

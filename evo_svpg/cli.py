@@ -42,6 +42,7 @@ from evo_svpg.rundir import (
     remove_run_outputs,
 )
 from evo_svpg.sampler import NonFiniteError
+from evo_svpg.workers import WorkerDied
 
 
 def _flag_type(parse, default):
@@ -159,6 +160,7 @@ def _describe(run) -> dict:
             "n_params": run.spec.n_params,
             "env_fast_path": run.env.is_fast_path,
             "operators": describe_operators(run.operators),
+            "workers": run.workers,
             "torch_threads": torch.get_num_threads(),
             "blas": _blas_info(),
             "torch_version": torch.__version__,
@@ -216,6 +218,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             check_fresh_out(out)  # a run that got in between the first check and the lock
         return _train(run, cfg, out, resuming)
     finally:
+        run.close()
         lock.release()
 
 
@@ -247,10 +250,10 @@ def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:
                 f"checkpoint yet: one every {cfg.checkpoint_every}); start again with another "
                 "--out"
             )
-        if not isinstance(exc, KeyboardInterrupt | NonFiniteError):
+        if not isinstance(exc, KeyboardInterrupt | NonFiniteError | WorkerDied):
             raise  # an error of ours or of the machine: its own message
         what = "terminated" if isinstance(exc, Terminated) else "interrupted"
-        if isinstance(exc, NonFiniteError):
+        if isinstance(exc, NonFiniteError | WorkerDied):
             print(f"evo-svpg: stopped: {exc}", file=sys.stderr)
             what = "stopped"
         if completed == 0:
@@ -262,7 +265,7 @@ def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:
         else:
             print(f"\n{what} during iteration {completed + 1}; the checkpoint of "
                   f"iteration {done} is kept; continue: {again}")  # fmt: skip
-        if isinstance(exc, NonFiniteError):
+        if isinstance(exc, NonFiniteError | WorkerDied):
             return 1
         return 143 if isinstance(exc, Terminated) else 130
     summary = json.loads((out / "summary.json").read_text())

@@ -80,6 +80,11 @@ class RunSettings(Settings):
         2, "particle shards computed in parallel threads (results don't change)",
         check=positive_int,
     )  # fmt: skip
+    workers: int = setting(
+        0, "worker processes, each sampling a shard of the particles and computing its ∇J "
+        "(results don't change); 0: one per usable core, capped by the particles, when an "
+        "iteration has at least 50,000 env steps, else 1", check=nonnegative_int("0: auto"),
+    )  # fmt: skip
     budget: int = setting(
         0,
         "stop once this many env steps are spent (0: `iterations` alone)",

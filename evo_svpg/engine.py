@@ -9,11 +9,10 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-import threadpoolctl
 import torch
 
-from evo_svpg.behaviour import Describer, bounded
+from evo_svpg.behaviour import Describer
+from evo_svpg.building import policy_spec_for, set_threads
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.evaluation import Evaluator
@@ -32,6 +31,11 @@ from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
 from evo_svpg.registry import ESTIMATORS, MODES, OPERATORS
 from evo_svpg.sampler import Sampler
+from evo_svpg.workers import ShardedEstimator, ShardedSampler, WorkerPool
+
+# ``workers = 0`` shards only iterations at least this large: below it, starting processes
+# costs more than they save (a worker takes ~2 s to start).
+AUTO_WORKERS_MIN_STEPS = 50_000
 
 
 @dataclass
@@ -46,6 +50,16 @@ class Run:
     returns: ReturnWindow
     # False while an iteration is half done: only a state at an iteration boundary is saved.
     at_boundary: bool = True
+    pool: WorkerPool | None = None  # worker processes holding particle shards, if any
+
+    def close(self) -> None:
+        """Stop the run's worker processes, if any (idempotent)."""
+        if self.pool is not None:
+            self.pool.close()
+
+    @property
+    def workers(self) -> int:
+        return 1 if self.pool is None else self.pool.workers
 
     def components(self) -> list[tuple[str, object]]:
         """``(key, component)`` of everything with per-run state, operators by position and
@@ -60,43 +74,6 @@ class Run:
         if self.ctx.sampler.whole_episodes:
             return 1
         return pooling_window(self.env.max_episode_steps, self.ctx.steps_per_env)
-
-
-def policy_spec_for(env: BatchedEnv, cfg: RunConfig) -> PolicySpec:
-    """The seed architecture for ``env``'s spaces (categorical or Gaussian head)."""
-    obs_space, act_space = env.single_observation_space, env.single_action_space
-    scaling = _obs_scaling(obs_space, cfg)
-    if hasattr(act_space, "n"):
-        return PolicySpec(
-            obs_space.shape[0], int(act_space.n), True, cfg.hidden_sizes, cfg.activation,
-            **scaling,
-        )  # fmt: skip
-    return PolicySpec(
-        obs_space.shape[0],
-        act_space.shape[0],
-        False,
-        cfg.hidden_sizes,
-        cfg.activation,
-        tuple(float(x) for x in act_space.low),
-        tuple(float(x) for x in act_space.high),
-        **scaling,
-    )
-
-
-def _obs_scaling(obs_space, cfg: RunConfig) -> dict:
-    """``obs_scaling="bounds"``: the observation box mapped to [−1, 1] for the network."""
-    if cfg.obs_scaling == "none":
-        return {}
-    low, high = obs_space.low.astype(np.float64), obs_space.high.astype(np.float64)
-    if not (bounded(low) and bounded(high)):
-        raise ValueError(
-            f"obs_scaling='bounds' needs finite observation bounds; {cfg.env} has low "
-            f"{low.tolist()}, high {high.tolist()}: use obs_scaling='none'"
-        )
-    return {
-        "obs_shift": tuple(float(x) for x in (low + high) / 2),
-        "obs_scale": tuple(float(x) for x in 2 / (high - low)),
-    }
 
 
 def check_device(name: str) -> None:
@@ -123,17 +100,6 @@ def _check_memory(cfg: RunConfig, layout: Layout) -> None:
             f"least {need / 2**30:,.1f} GiB of rollout buffers; this machine has "
             f"{have / 2**30:,.1f} GiB: lower them"
         )
-
-
-def set_threads(threads: int = 1) -> None:
-    """Cap numpy's BLAS and torch's intra-op pools at ``threads`` for this process.
-
-    Runs keep them at 1 and get parallelism from particle shards instead (:mod:`.parallel`):
-    on the 2-vCPU machines this was developed on, two BLAS/OpenMP threads made the gradient
-    10-20x *slower* than one whenever another process was running (docs/results/speed.md).
-    """
-    threadpoolctl.threadpool_limits(threads)
-    torch.set_num_threads(threads)
 
 
 def build_run(
@@ -183,10 +149,17 @@ def build_run(
             f"estimator={cfg.estimator!r} does not support sampling='whole-episodes'; choose one "
             f"of {[n for n, e in ESTIMATORS.items() if e.capabilities.whole_episodes]}"
         )
-    sampler = Sampler(
-        env, spec, layout.policies, seed=cfg.subseed(1), describer=describer, whole_episodes=whole,
-        random_streams=cfg["sampling"].random_streams,
-    )  # fmt: skip
+    workers = resolve_workers(cfg, layout, needs)
+    pool = None
+    if workers > 1:
+        pool = WorkerPool(cfg, layout.policies, spec.n_params, workers)
+        sampler = ShardedSampler(pool, whole, layout.envs_per_policy)
+        estimator = ShardedEstimator(pool, component_name(estimator))
+    else:
+        sampler = Sampler(
+            env, spec, layout.policies, seed=cfg.subseed(1), describer=describer,
+            whole_episodes=whole, random_streams=cfg["sampling"].random_streams,
+        )  # fmt: skip
     logged = "evaluation_log" in needs
     evaluator = Evaluator(
         cfg.env, spec, cfg["evaluation"].eval_episodes, cfg.subseed(3),
@@ -199,7 +172,38 @@ def build_run(
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
     window = 1 if whole else pooling_window(env.max_episode_steps, steps_per_env)
     returns = ReturnWindow(window, layout.policies)
-    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params), returns)
+    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params), returns, pool=pool)
+
+
+def resolve_workers(cfg: RunConfig, layout: Layout, needs: set[str]) -> int:
+    """The number of worker processes ``cfg.workers`` asks for (0: auto, see its doc);
+    ValueError for a count this run cannot shard over, naming why."""
+    streams = cfg["sampling"].random_streams
+    if cfg.workers == 0:
+        steps = layout.policies * layout.steps_per_policy
+        if streams != "per-particle" or "behaviours" in needs or steps < AUTO_WORKERS_MIN_STEPS:
+            return 1
+        return max(1, min(len(os.sched_getaffinity(0)), layout.policies))
+    if cfg.workers > 1:
+        if cfg.workers > layout.policies:
+            raise ValueError(
+                f"workers={cfg.workers} but mode={cfg.mode!r} has {layout.policies} "
+                f"polic{'y' if layout.policies == 1 else 'ies'} to shard: use workers <= "
+                f"{layout.policies}"
+            )
+        if streams != "per-particle":
+            raise ValueError(
+                f"workers={cfg.workers} needs random_streams='per-particle' (random_streams="
+                f"{streams!r} draws one stream for all particles, which a shard cannot "
+                "reproduce); use workers=1 for it"
+            )
+        if "behaviours" in needs:
+            qd = " with qd_every" if cfg["qd"].every else ""
+            raise ValueError(
+                f"workers={cfg.workers}: mode={cfg.mode!r}{qd} reads every transition's "
+                "behaviour on the learner (novelty, QD); use workers=1"
+            )
+    return cfg.workers
 
 
 def check_composition(cfg: RunConfig, spec: PolicySpec, operators: list, capabilities) -> set:

@@ -165,7 +165,15 @@ def forward_torch(spec: PolicySpec, parts: list[Tensor], obs: Tensor) -> Tensor:
     x = spec.network_input(obs)
     last = len(spec.layer_sizes) - 1
     for i in range(last + 1):
-        x = torch.baddbmm(parts[2 * i + 1], x, parts[2 * i])
+        w, b = parts[2 * i], parts[2 * i + 1]
+        if x.shape[0] == 1 and w.shape[-1] == 1:
+            # One particle, one unit (a critic's value): baddbmm would take another kernel
+            # (gemv), so a worker's one-particle shard would differ in the last bit from the
+            # same particle in a larger batch. A batch of two (the second a copy, dropped)
+            # takes the batched kernel.
+            x = torch.baddbmm(b.expand(2, -1, -1), x.expand(2, -1, -1), w.expand(2, -1, -1))[:1]
+        else:
+            x = torch.baddbmm(b, x, w)
         if i < last:
             x = _tanh(x) if spec.activation == "tanh" else torch.relu(x)
     return x

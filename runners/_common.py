@@ -51,6 +51,7 @@ RESERVED = {
     "--resume": "re-run the runner with the same settings to resume unfinished runs",
     "--config": "a config file could change the seed, mode or budget: pass its keys as flags",
     "--threads": "each run gets its share of the cores, cpu_count // --jobs",
+    "--workers": "each run is one process: runners use the cores with --jobs",
 }
 # Every flag of `evo-svpg run` (to see which one an abbreviation stands for, as argparse does).
 RUN_FLAGS = frozenset(
@@ -235,8 +236,8 @@ def _full_flags(
     ]  # fmt: skip
     return [
         *(["--mode", mode] if mode_flag else []), "--seed", str(seed), *limit,
-        "--threads", str(threads), *flags,
-    ]  # fmt: skip
+        "--threads", str(threads), "--workers", "1", *flags,
+    ]  # fmt: skip  (runners spread runs over the cores with --jobs, not one run over workers)
 
 
 # Keys a resume may change without changing what a run computes (threads, device, ...).

@@ -71,6 +71,8 @@ class A2C:
     critic_epochs: int = 2
     device: str = "cpu"
     shards: ParticleShards | None = None
+    rows: slice | None = None  # a worker's rows of the population (None: all n_particles)
+    population: int | None = None  # the population's size when ``rows`` is a worker's shard
     critic_spec: PolicySpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -80,7 +82,9 @@ class A2C:
             obs_shift=self.spec.obs_shift, obs_scale=self.spec.obs_scale,
         )  # fmt: skip
         self.generator = torch.Generator().manual_seed(self.seed)
-        self.critic = self.critic_spec.init_params(self.n_particles, self.generator)
+        rows = self.rows or slice(0, self.n_particles)
+        everyone = self.critic_spec.init_params(self.population or self.n_particles, self.generator)
+        self.critic = everyone[rows].clone()  # a worker's rows of what one process would draw
         self.critic = self.critic.to(self.device).requires_grad_(True)
         self.optimizer = torch.optim.Adam([self.critic], lr=self.critic_lr)
         self.target_mean = torch.zeros(self.n_particles, device=self.device)  # μ_i
@@ -187,7 +191,7 @@ def _build(b) -> A2C:
     s = b.cfg["a2c"]
     return A2C(
         b.spec, b.policies, b.subseed(2), b.cfg.gamma, s.gae_lambda, s.critic_hidden_sizes,
-        s.critic_lr, s.critic_epochs, b.cfg.device, b.shards,
+        s.critic_lr, s.critic_epochs, b.cfg.device, b.shards, b.rows, b.population,
     )  # fmt: skip
 
 

@@ -91,7 +91,8 @@ class Build:
     """What a component's factory may read when a run is built (see ``registry.OPERATORS``).
 
     ``cfg`` is the run's :class:`~evo_svpg.config.RunConfig` (``cfg["cem"]`` is a section);
-    ``env`` the sampler's batched env (spaces, time limit); ``policies`` the population size.
+    ``env`` the sampler's batched env (spaces, time limit); ``policies`` the number of
+    particles the component serves (the population, or a worker's shard of it).
     """
 
     cfg: Any
@@ -99,6 +100,15 @@ class Build:
     env: Any
     policies: int
     shards: ParticleShards | None = None
+    # A worker's build serves rows first … first + policies − 1 of a population of
+    # ``population`` (None: the whole population). Per-particle state is made for the whole
+    # population and cut to these rows, so that a shard starts as its rows of one process.
+    first: int = 0
+    population: int | None = None
+
+    @property
+    def rows(self) -> slice:
+        return slice(self.first, self.first + self.policies)
 
     def subseed(self, stream: int) -> int:
         return self.cfg.subseed(stream)
@@ -150,9 +160,12 @@ def contract_of(op: object) -> Contract:
 
 
 def component_name(op: object) -> str:
-    """The name a component's state is checkpointed under (its class; ``Every`` is see-through)."""
+    """The name a component's state is checkpointed under (its class; ``Every`` is see-through,
+    and a stand-in for components on workers gives theirs as ``checkpoint_name``)."""
     inner = getattr(op, "op", None) if isinstance(op, Every) else None
-    return component_name(inner) if inner is not None else type(op).__name__
+    if inner is not None:
+        return component_name(inner)
+    return getattr(op, "checkpoint_name", None) or type(op).__name__  # a worker pool's stand-in
 
 
 @runtime_checkable

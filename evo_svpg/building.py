@@ -1,0 +1,99 @@
+"""What every process of a run builds the same way: the policy spec, thread limits, a shard.
+
+:func:`build_shard` is a worker's part of a run (:mod:`evo_svpg.workers`); the learner's whole
+run is :func:`evo_svpg.engine.build_run`. Both start from the same config, so a shard draws
+and starts as the same rows of one process would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import threadpoolctl
+import torch
+
+from evo_svpg.behaviour import bounded
+from evo_svpg.config import RunConfig
+from evo_svpg.envs import BatchedEnv, make_batched_env
+from evo_svpg.operators import Build
+from evo_svpg.parallel import ParticleShards
+from evo_svpg.policy import PolicySpec
+from evo_svpg.registry import ESTIMATORS, MODES
+from evo_svpg.sampler import Sampler
+
+
+def policy_spec_for(env: BatchedEnv, cfg: RunConfig) -> PolicySpec:
+    """The seed architecture for ``env``'s spaces (categorical or Gaussian head)."""
+    obs_space, act_space = env.single_observation_space, env.single_action_space
+    scaling = _obs_scaling(obs_space, cfg)
+    if hasattr(act_space, "n"):
+        return PolicySpec(
+            obs_space.shape[0], int(act_space.n), True, cfg.hidden_sizes, cfg.activation,
+            **scaling,
+        )  # fmt: skip
+    return PolicySpec(
+        obs_space.shape[0],
+        act_space.shape[0],
+        False,
+        cfg.hidden_sizes,
+        cfg.activation,
+        tuple(float(x) for x in act_space.low),
+        tuple(float(x) for x in act_space.high),
+        **scaling,
+    )
+
+
+def _obs_scaling(obs_space, cfg: RunConfig) -> dict:
+    """``obs_scaling="bounds"``: the observation box mapped to [−1, 1] for the network."""
+    if cfg.obs_scaling == "none":
+        return {}
+    low, high = obs_space.low.astype(np.float64), obs_space.high.astype(np.float64)
+    if not (bounded(low) and bounded(high)):
+        raise ValueError(
+            f"obs_scaling='bounds' needs finite observation bounds; {cfg.env} has low "
+            f"{low.tolist()}, high {high.tolist()}: use obs_scaling='none'"
+        )
+    return {
+        "obs_shift": tuple(float(x) for x in (low + high) / 2),
+        "obs_scale": tuple(float(x) for x in 2 / (high - low)),
+    }
+
+
+def set_threads(threads: int = 1) -> None:
+    """Cap numpy's BLAS and torch's intra-op pools at ``threads`` for this process.
+
+    Runs keep them at 1 and get parallelism from particle shards instead (:mod:`.parallel`):
+    on the 2-vCPU machines this was developed on, two BLAS/OpenMP threads made the gradient
+    10-20x *slower* than one whenever another process was running (docs/results/speed.md).
+    """
+    threadpoolctl.threadpool_limits(threads)
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class Shard:
+    """What a worker owns: its particles' sampler and estimator."""
+
+    sampler: Sampler
+    estimator: object
+
+
+def build_shard(cfg_data: dict, rows: slice, population: int) -> Shard:
+    """A worker's part of the run of ``cfg_data`` (:meth:`RunConfig.to_dict`): the sampler and
+    estimator of population rows ``rows``, drawing and starting as one process would."""
+    cfg = RunConfig(**cfg_data)
+    set_threads(1)
+    layout = MODES.get(cfg.mode).layout(cfg)
+    count = rows.stop - rows.start
+    env = make_batched_env(
+        cfg.env, count * layout.envs_per_policy, seed=None,
+        max_episode_steps=cfg.max_episode_steps or None,
+    )  # fmt: skip
+    spec = policy_spec_for(env, cfg)
+    b = Build(cfg, spec, env, count, ParticleShards(count, 1), rows.start, population)
+    sampler = Sampler(
+        env, spec, count, seed=cfg.subseed(1), whole_episodes=cfg["sampling"].whole_episodes,
+        random_streams=cfg["sampling"].random_streams, first_particle=rows.start,
+    )  # fmt: skip
+    return Shard(sampler, ESTIMATORS.get(cfg.estimator).build(b))
