@@ -235,8 +235,15 @@ def _full_flags(
         "--budget", str(budget), "--iterations", str(NO_ITERATION_LIMIT)
     ]  # fmt: skip
     return [
-        *(["--mode", mode] if mode_flag else []), "--seed", str(seed), *limit,
-        "--threads", str(threads), "--workers", "1", *flags,
+        *(["--mode", mode] if mode_flag else []),
+        "--seed",
+        str(seed),
+        *limit,
+        "--threads",
+        str(threads),
+        "--workers",
+        "1",
+        *flags,
     ]  # fmt: skip  (runners spread runs over the cores with --jobs, not one run over workers)
 
 

@@ -24,12 +24,16 @@ Targets (issue 3): (b) ≥ 2M transitions/s and ≥ 350× (a); (c) ≤ 15 s; (d)
 Targets (issue 4): (e) ratio ≤ 1.3; (f) < 10 %. (g): a population's queries < 50 ms.
 Targets (issue 13): (i) ≥ 0.8× CartPole-v1's transitions/s for the cart-poles, ≥ 0.5× for the
 double pendulum.
+(j), (k): worker processes (runners/_bench_workers.py). Targets (issue 14): the sampler at
+16 × 20 on 2 workers ≥ 1.7× one process; the full CartPole run ≥ 250× the naive sampler's
+transitions/s; n = 64 and 256 within 1.2× of n = 16 per transition, SVGD < 10 % of an iteration.
 
     python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
     python runners/benchmark.py --only e f     # just the extension timings
     python runners/benchmark.py --only g       # just the novelty kNN timings
     python runners/benchmark.py --only h       # just the portable-squares timings
     python runners/benchmark.py --only i       # just the paper envs' sampler speed
+    python runners/benchmark.py --only a j k   # the worker processes (a: the naive reference)
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
+from _bench_workers import full_run_workers, population_scaling, sampler_with_workers
 from torch import nn
 
 from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV, Summary, TensorBoardScalars
@@ -369,8 +374,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=list("abcdefghi"),
-        default=list("abcdefghi"),
+        choices=list("abcdefghijk"),
+        default=list("abcdefghijk"),
         help="parts to run",
     )
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations in (e), (f)")
@@ -444,6 +449,14 @@ def main() -> None:
             print(f"(i) sampler on {env_id}, 16 × 20 envs: {r['sampler_steps_per_s']:,.0f} "
                   f"transitions/s{verdict}; one step of 320 envs {r['step_320_us']:.0f} µs",
                   flush=True)  # fmt: skip
+
+    if "j" in args.only:
+        envs = ["CartPole-v1", *PAPER_ENVS]
+        results["workers_sampler"] = sampler_with_workers(envs, args.transitions, args.repeats)
+        naive = results.get("naive_steps_per_s")
+        results["workers_full_run"] = full_run_workers(args.full_runs, naive)
+    if "k" in args.only:
+        results["population_scaling"] = population_scaling()
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"
