@@ -7,6 +7,7 @@ and starts as the same rows of one process would.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,17 +84,39 @@ def build_shard(cfg_data: dict, rows: slice, population: int) -> Shard:
     """A worker's part of the run of ``cfg_data`` (:meth:`RunConfig.to_dict`): the sampler and
     estimator of population rows ``rows``, drawing and starting as one process would."""
     cfg = RunConfig(**cfg_data)
-    set_threads(1)
     layout = MODES.get(cfg.mode).layout(cfg)
     count = rows.stop - rows.start
+    check_memory(cfg, count * layout.steps_per_policy)
     env = make_batched_env(
         cfg.env, count * layout.envs_per_policy, seed=None,
         max_episode_steps=cfg.max_episode_steps or None,
     )  # fmt: skip
     spec = policy_spec_for(env, cfg)
     b = Build(cfg, spec, env, count, ParticleShards(count, 1), rows.start, population)
-    sampler = Sampler(
-        env, spec, count, seed=cfg.subseed(1), whole_episodes=cfg["sampling"].whole_episodes,
+    return Shard(make_sampler(cfg, env, spec, rows), ESTIMATORS.get(cfg.estimator).build(b))
+
+
+def make_sampler(
+    cfg: RunConfig, env: BatchedEnv, spec: PolicySpec, rows: slice, describer=None
+) -> Sampler:
+    """The sampler of population rows ``rows`` on ``env``: the one place its seed and streams
+    are chosen, for a whole population and a worker's shard alike."""
+    return Sampler(
+        env, spec, rows.stop - rows.start, seed=cfg.subseed(1), describer=describer,
+        whole_episodes=cfg["sampling"].whole_episodes,
         random_streams=cfg["sampling"].random_streams, first_particle=rows.start,
     )  # fmt: skip
-    return Shard(sampler, ESTIMATORS.get(cfg.estimator).build(b))
+
+
+def check_memory(cfg: RunConfig, steps: int) -> None:
+    """Refuse a run whose rollout buffers alone exceed this machine's memory: every transition
+    keeps each hidden layer's float32 output and its return and length (at least)."""
+    per_step = 4 * sum(cfg.hidden_sizes) + 16
+    need = steps * per_step
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        raise ValueError(
+            f"particles={cfg.particles} × steps_per_particle={cfg.steps_per_particle} needs at "
+            f"least {need / 2**30:,.1f} GiB of rollout buffers; this machine has "
+            f"{have / 2**30:,.1f} GiB: lower them"
+        )

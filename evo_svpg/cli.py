@@ -28,7 +28,7 @@ from evo_svpg.callbacks import (
 )
 from evo_svpg.checkpoint import load_checkpoint
 from evo_svpg.config import RunConfig, all_keys, flatten, load_toml, sections_for_help
-from evo_svpg.engine import build_run
+from evo_svpg.engine import build_run, resolve_workers
 from evo_svpg.loop import Terminated, train
 from evo_svpg.modes import describe_operators, mode_operators
 from evo_svpg.registry import ESTIMATORS, MODES
@@ -130,7 +130,9 @@ def check_run_flags(flags: list[str]) -> RunConfig:
     """:func:`config_of_flags`, also checked for everything :func:`build_run` refuses (device,
     environment, observation bounds, memory). Runners call it for every mode first."""
     cfg = config_of_flags(flags)
-    build_run(cfg).env.close()
+    run = build_run(cfg.replace(workers=1, backend="local", address=""))  # no processes
+    resolve_workers(cfg, run.layout, run.needs)  # what a sharded run refuses
+    run.env.close()
     return cfg
 
 
@@ -208,18 +210,20 @@ def _iterations_in(path: Path) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     cfg, out, resuming = _resolve(args)
     run = build_run(cfg)
-    if out is None:
-        out = default_out(cfg.mode, cfg.env, cfg.seed)
-    else:
-        make_directory(out)
-    lock = RunLock(out)
     try:
-        if not resuming:
-            check_fresh_out(out)  # a run that got in between the first check and the lock
-        return _train(run, cfg, out, resuming)
+        if out is None:
+            out = default_out(cfg.mode, cfg.env, cfg.seed)
+        else:
+            make_directory(out)
+        lock = RunLock(out)
+        try:
+            if not resuming:
+                check_fresh_out(out)  # a run that got in between the first check and the lock
+            return _train(run, cfg, out, resuming)
+        finally:
+            lock.release()
     finally:
-        run.close()
-        lock.release()
+        run.close()  # its workers, whatever happened
 
 
 def _train(run, cfg: RunConfig, out: Path, resuming: bool) -> int:

@@ -13,6 +13,7 @@ original code), on gymnasium's CartPole-v1.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,6 +35,21 @@ from evo_svpg.settings import (
     positive_sizes,
     setting,
 )
+
+BACKENDS = ("local", "ray")
+
+
+def _address(key: str, value: Any) -> None:
+    """'', 'auto' (the cluster `ray start` made on this machine) or HOST:PORT (Ray client
+    addresses ``ray://HOST:PORT`` too)."""
+    address = re.compile(r"(ray://)?[^\s:/]+:\d+")
+    valid = isinstance(value, str) and (value in ("", "auto") or address.fullmatch(value))
+    if not valid:
+        raise ValueError(
+            f"{key}={value!r} is not a Ray address: give HOST:PORT such as '10.0.0.1:6379' "
+            "(ray start --head prints it), 'auto' for the cluster started on this machine, or "
+            "'' for a local Ray that the run starts"
+        )
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,16 @@ class RunSettings(Settings):
     workers: int = setting(
         0, "worker processes, each sampling a shard of the particles and computing its ∇J "
         "(results don't change); 0: one per usable core, capped by the particles, when an "
-        "iteration has at least 50,000 env steps, else 1", check=nonnegative_int("0: auto"),
+        "iteration has at least 50,000 env steps, else 1 (backend='ray': one per CPU of the "
+        "cluster)", check=nonnegative_int("0: auto"),
+    )  # fmt: skip
+    backend: str = setting(
+        "local", "where workers run: local processes, or Ray actors on a local Ray or a cluster "
+        "(pip install 'evo-svpg[ray]'); results don't change", choices=lambda: BACKENDS,
+    )  # fmt: skip
+    address: str = setting(
+        "", "the Ray cluster's address for backend='ray' (HEAD:6379); '': a local Ray that the "
+        "run starts", check=_address,
     )  # fmt: skip
     budget: int = setting(
         0,
@@ -101,6 +126,11 @@ class RunSettings(Settings):
     )
 
     def check_run(self, cfg: RunConfig) -> None:
+        if self.address and self.backend != "ray":
+            raise ValueError(
+                f"address={self.address!r} is a Ray cluster's address: it needs backend='ray' "
+                f"(backend={self.backend!r})"
+            )
         if self.steps_per_particle % self.envs_per_particle:
             raise ValueError(
                 f"steps_per_particle={self.steps_per_particle} must be a multiple of "

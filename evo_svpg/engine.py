@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from evo_svpg.behaviour import Describer
-from evo_svpg.building import policy_spec_for, set_threads
+from evo_svpg.building import check_memory, make_sampler, policy_spec_for, set_threads
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.evaluation import Evaluator
@@ -29,9 +29,10 @@ from evo_svpg.operators import (
 )
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
+from evo_svpg.ray_workers import RayWorkerPool
 from evo_svpg.registry import ESTIMATORS, MODES, OPERATORS
-from evo_svpg.sampler import Sampler
-from evo_svpg.workers import ShardedEstimator, ShardedSampler, WorkerPool
+from evo_svpg.sharded import ShardedEstimator, ShardedSampler
+from evo_svpg.workers import WorkerPool
 
 # ``workers = 0`` shards only iterations at least this large: below it, starting processes
 # costs more than they save (a worker takes ~2 s to start).
@@ -50,10 +51,11 @@ class Run:
     returns: ReturnWindow
     # False while an iteration is half done: only a state at an iteration boundary is saved.
     at_boundary: bool = True
-    pool: WorkerPool | None = None  # worker processes holding particle shards, if any
+    pool: WorkerPool | RayWorkerPool | None = None  # workers holding particle shards, if any
+    needs: frozenset[str] = frozenset()  # what the operators need (check_composition)
 
     def close(self) -> None:
-        """Stop the run's worker processes, if any (idempotent)."""
+        """Stop the run's workers (processes or Ray actors), if any (idempotent)."""
         if self.pool is not None:
             self.pool.close()
 
@@ -88,20 +90,6 @@ def check_device(name: str) -> None:
         raise ValueError(f"device={name!r} but torch sees no CUDA device here; use 'cpu'")
 
 
-def _check_memory(cfg: RunConfig, layout: Layout) -> None:
-    """Refuse a run whose rollout buffers alone exceed this machine's memory: every transition
-    keeps each hidden layer's float32 output and its return and length (at least)."""
-    per_step = 4 * sum(cfg.hidden_sizes) + 16
-    need = layout.policies * layout.steps_per_policy * per_step
-    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > have:
-        raise ValueError(
-            f"particles={cfg.particles} × steps_per_particle={cfg.steps_per_particle} needs at "
-            f"least {need / 2**30:,.1f} GiB of rollout buffers; this machine has "
-            f"{have / 2**30:,.1f} GiB: lower them"
-        )
-
-
 def build_run(
     cfg: RunConfig, extra_operators: Sequence[Operator | Callable[[Build], Operator]] = ()
 ) -> Run:
@@ -116,7 +104,8 @@ def build_run(
     check_device(cfg.device)
     set_threads(1)
     layout = MODES.get(cfg.mode).layout(cfg)
-    _check_memory(cfg, layout)
+    if cfg.backend == "local":  # on Ray, each worker checks its own machine (build_shard)
+        check_memory(cfg, layout.policies * layout.steps_per_policy)
     time_limit = cfg.max_episode_steps or None
     env = make_batched_env(
         cfg.env, layout.policies * layout.envs_per_policy, seed=None, max_episode_steps=time_limit
@@ -151,15 +140,15 @@ def build_run(
         )
     workers = resolve_workers(cfg, layout, needs)
     pool = None
-    if workers > 1:
+    if cfg.backend == "ray":
+        pool = RayWorkerPool(cfg, layout.policies, workers, cfg.address)
+    elif workers > 1:
         pool = WorkerPool(cfg, layout.policies, spec.n_params, workers)
+    if pool is not None:
         sampler = ShardedSampler(pool, whole, layout.envs_per_policy)
         estimator = ShardedEstimator(pool, component_name(estimator))
     else:
-        sampler = Sampler(
-            env, spec, layout.policies, seed=cfg.subseed(1), describer=describer,
-            whole_episodes=whole, random_streams=cfg["sampling"].random_streams,
-        )  # fmt: skip
+        sampler = make_sampler(cfg, env, spec, slice(0, layout.policies), describer)
     logged = "evaluation_log" in needs
     evaluator = Evaluator(
         cfg.env, spec, cfg["evaluation"].eval_episodes, cfg.subseed(3),
@@ -172,36 +161,42 @@ def build_run(
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
     window = 1 if whole else pooling_window(env.max_episode_steps, steps_per_env)
     returns = ReturnWindow(window, layout.policies)
-    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params), returns, pool=pool)
+    return Run(
+        cfg, layout, spec, env, ctx, operators, PopulationState(params), returns, pool=pool,
+        needs=frozenset(needs),
+    )  # fmt: skip
 
 
 def resolve_workers(cfg: RunConfig, layout: Layout, needs: set[str]) -> int:
-    """The number of worker processes ``cfg.workers`` asks for (0: auto, see its doc);
-    ValueError for a count this run cannot shard over, naming why."""
+    """The number of workers ``cfg.workers`` asks for (0: auto, see its doc; with the Ray
+    backend 0 stays 0: one per CPU of the cluster); ValueError for a run that cannot be
+    sharded so, naming why."""
     streams = cfg["sampling"].random_streams
-    if cfg.workers == 0:
+    ray = cfg.backend == "ray"
+    if cfg.workers == 0 and not ray:
         steps = layout.policies * layout.steps_per_policy
         if streams != "per-particle" or "behaviours" in needs or steps < AUTO_WORKERS_MIN_STEPS:
             return 1
         return max(1, min(len(os.sched_getaffinity(0)), layout.policies))
-    if cfg.workers > 1:
+    if cfg.workers > 1 or ray:
+        asked = f"workers={cfg.workers}" + (", backend='ray'" if ray else "")
         if cfg.workers > layout.policies:
             raise ValueError(
-                f"workers={cfg.workers} but mode={cfg.mode!r} has {layout.policies} "
+                f"{asked} but mode={cfg.mode!r} has {layout.policies} "
                 f"polic{'y' if layout.policies == 1 else 'ies'} to shard: use workers <= "
                 f"{layout.policies}"
             )
         if streams != "per-particle":
             raise ValueError(
-                f"workers={cfg.workers} needs random_streams='per-particle' (random_streams="
-                f"{streams!r} draws one stream for all particles, which a shard cannot "
-                "reproduce); use workers=1 for it"
+                f"{asked} needs random_streams='per-particle' (random_streams={streams!r} "
+                "draws one stream for all particles, which a shard cannot reproduce); use "
+                "workers=1 and backend='local' for it"
             )
         if "behaviours" in needs:
             qd = " with qd_every" if cfg["qd"].every else ""
             raise ValueError(
-                f"workers={cfg.workers}: mode={cfg.mode!r}{qd} reads every transition's "
-                "behaviour on the learner (novelty, QD); use workers=1"
+                f"{asked}: mode={cfg.mode!r}{qd} reads every transition's behaviour on the "
+                "learner (novelty, QD); use workers=1 and backend='local'"
             )
     return cfg.workers
 

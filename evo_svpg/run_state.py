@@ -16,7 +16,10 @@ import torch
 
 from evo_svpg.checkpoint import from_storable, to_storable
 
-RESUME_OVERRIDABLE = ("iterations", "budget", "device", "threads", "workers", "checkpoint_every")
+RESUME_OVERRIDABLE = (
+    "iterations", "budget", "device", "threads", "workers", "backend", "address",
+    "checkpoint_every",
+)  # fmt: skip
 
 
 def run_state_dict(run: Any) -> dict:

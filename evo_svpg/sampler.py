@@ -127,7 +127,10 @@ class Sampler:
         if random_streams not in RANDOM_STREAMS:
             raise ValueError(f"random_streams={random_streams!r}; choose one of {RANDOM_STREAMS}")
         if first_particle and random_streams == "shared":
-            raise ValueError("a shard of the population needs random_streams='per-particle'")
+            raise ValueError(
+                f"a shard of the population (first_particle={first_particle}) needs "
+                "random_streams='per-particle', not 'shared'"
+            )
         self.env, self.spec, self.n = env, spec, n_particles
         self.describer = describer
         self.whole_episodes = whole_episodes
@@ -135,7 +138,6 @@ class Sampler:
             raise ValueError("whole-episode sampling does not describe behaviours (novelty, QD)")
         self.envs_per_particle = e = env.num_envs // n_particles
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
-        env_seed = int(np.random.SeedSequence([seed, 2]).generate_state(1)[0])
         # Per-particle streams (evo_svpg.streams): rollout 0 is the first reset, rollout c ≥ 1
         # the c-th collect. Reset draws of step t are row t (row 0: a whole-episode rollout's
         # initial reset, then t + 1).
@@ -152,7 +154,7 @@ class Sampler:
             else:
                 self.obs = self._reseed_generic_slots()
         else:
-            self.obs = env.reset(seed=env_seed)
+            self.obs = env.reset(seed=int(np.random.SeedSequence([seed, 2]).generate_state(1)[0]))
         self.running_return = np.zeros(env.num_envs, dtype=np.float64)
         self.running_length = np.zeros(env.num_envs, dtype=np.int64)
         self._buffer_steps = 0

@@ -10,7 +10,10 @@ checkpoint does not depend on the number of workers, and resumes with any other.
 The rule: an array leaf is per-row when its leading dimension is the row count (each shard's
 when merging, the population's when splitting). A shared array whose length happened to equal
 the row count would be taken for a per-row one; none of the shipped components has one (the
-tests merge and split every estimator's and the sampler's state through a resume).
+tests resume a2c's and the sampler's state across worker counts, and run every estimator on
+several). Cloning (:func:`reindex_state`) gathers every per-row leaf by the parents, which is
+what every shipped estimator's own ``reindex`` does; an estimator whose clones must inherit
+something else cannot be cloned across workers.
 """
 
 from __future__ import annotations

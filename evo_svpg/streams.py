@@ -15,6 +15,7 @@ generator), so their cost per step stays that of one shared draw.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 import numpy as np
@@ -64,7 +65,7 @@ class ParticleStreams:
         valid until the family's next block)."""
         family = self._families.get(name)
         if family is None:
-            key = int.from_bytes(name.encode(), "little") % 2**63
+            key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "little")
             family = self._families[name] = _Family(key, tuple(step_shape), draw)
             c = self.rollouts - 1
             family.generators = [
@@ -72,7 +73,10 @@ class ParticleStreams:
                 for p in range(self.n)
             ]
         if family.step_shape != tuple(step_shape):
-            raise ValueError(f"draws {name!r} of shape {step_shape}, before {family.step_shape}")
+            raise ValueError(
+                f"draws {name!r} of shape {tuple(step_shape)} per particle; this rollout drew "
+                f"them with shape {family.step_shape}"
+            )
         if t < family.block_start:
             raise RuntimeError(f"{name!r} draws asked for step {t} after a later step")
         while t >= family.next_start:  # skipped blocks are drawn too: the stream stays keyed
@@ -111,6 +115,7 @@ class ResetDraws:
         self.streams, self.envs_per_particle = streams, envs_per_particle
         self.rows = np.arange(streams.n * envs_per_particle)
         self.step = 0
+        self._drawn: tuple[str, int, int] | None = None  # (family, rollout, step) last drawn
 
     def random(self, size: int | tuple[int, ...]) -> np.ndarray:
         return self._draw("random", _uniform01, size)
@@ -128,7 +133,13 @@ class ResetDraws:
             raise ValueError(f"reset draws take one row per reset env: size {shape}, rows "
                              f"{self.rows.size}")  # fmt: skip
         m = shape[1] if len(shape) == 2 else 1
-        values = self.streams.at(
-            f"reset:{kind}:{m}", self.step, (self.envs_per_particle, m), draw
-        )  # [n, E, m]
+        name = f"reset:{kind}:{m}"
+        drawn = (name, self.streams.rollouts, self.step)
+        if drawn == self._drawn:  # a slot's row at a step is one draw: a second would repeat it
+            raise RuntimeError(
+                f"{name} drawn twice at step {self.step}: an env's _reset_rows must make one "
+                "draw of each kind and width per call"
+            )
+        self._drawn = drawn
+        values = self.streams.at(name, self.step, (self.envs_per_particle, m), draw)  # [n, E, m]
         return values.reshape(-1, m)[self.rows].reshape(shape)

@@ -5,8 +5,8 @@
 its particles and computes their ``∇J``. The learner (the training process) keeps ``θ`` and
 ``∇J`` (``[n, d]`` float32) in shared memory, runs every operator (SVGD, selection, ...) and
 hands the updated ``θ`` back through the same memory. The operators do not know: the learner's
-:class:`ShardedSampler` and :class:`ShardedEstimator` stand where the sampler and the estimator
-stand in one process.
+stand-ins (:mod:`evo_svpg.sharded`) stand where the sampler and the estimator stand in one
+process; each worker serves a :class:`~evo_svpg.shard_server.ShardServer`.
 
 With per-particle random streams (:mod:`evo_svpg.streams`) each shard draws what one process
 would draw for its particles, and the per-particle computations are the same arithmetic, so a
@@ -14,33 +14,29 @@ run's ``metrics.csv`` does not depend on N; checkpoints hold the merged populati
 (:mod:`evo_svpg.shard_state`) and resume with any N.
 
 Faults: a worker that dies stops the run with :class:`WorkerDied` naming it (the last
-checkpoint stays). Workers ignore SIGINT (the learner decides when to stop) and exit when the
-learner's end of their pipe closes, so killing the learner leaves no worker behind; shared
-memory is unlinked on close, and by multiprocessing's resource tracker if the learner is killed.
+checkpoint stays). Workers ignore SIGINT and SIGTERM (a terminal's Ctrl-C and a batch
+system's SIGTERM reach the whole process group: the learner decides when to stop, and stops
+them) and exit when the learner's end of their pipe closes, so killing the learner leaves no
+worker behind; shared memory is unlinked on close, and by multiprocessing's resource tracker if
+the learner is killed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
-import logging
 import multiprocessing as mp
 import signal
+import time
 import traceback
 import weakref
-from dataclasses import dataclass
 from multiprocessing import connection, shared_memory
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from evo_svpg.building import build_shard
 from evo_svpg.sampler import NonFiniteError
-from evo_svpg.shard_state import merge_states, reindex_state, split_state
-
-logger = logging.getLogger("evo_svpg")
+from evo_svpg.shard_server import ShardServer
 
 
 class WorkerDied(RuntimeError):
@@ -55,23 +51,6 @@ def shard_bounds(n: int, workers: int) -> list[slice]:
     """``workers`` contiguous row ranges covering ``0 … n − 1``, sizes differing by at most 1."""
     edges = [round(k * n / workers) for k in range(workers + 1)]
     return [slice(a, b) for a, b in itertools.pairwise(edges)]
-
-
-@dataclass
-class RolloutSummary:
-    """What the learner sees of a sharded rollout: each particle's ended episodes and the steps
-    taken (the transitions stay with the workers, which compute ∇J from them)."""
-
-    episode_returns: list[np.ndarray]
-    episode_lengths: list[np.ndarray]
-    steps_taken: int
-    valid: None = None
-    behaviours: None = None
-    episode_signal: None = None
-
-    @property
-    def n_particles(self) -> int:
-        return len(self.episode_returns)
 
 
 class _SharedArray:
@@ -99,17 +78,16 @@ def _worker_main(
     grads_name: str,
     d: int,
 ) -> None:
-    """A worker: build the shard, then serve the learner's commands until it says close or
-    goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the learner's to handle
-
+    """A worker process: build the shard, then serve the learner's commands until it says
+    close or goes away. ``θ`` is read from, ``∇J`` written to shared memory."""
+    for stop in (signal.SIGINT, signal.SIGTERM):  # the learner's to handle (module docstring)
+        signal.signal(stop, signal.SIG_IGN)
     theta = grads = None
     try:
         theta = _SharedArray((population, d), theta_name)
         grads = _SharedArray((population, d), grads_name)
-        shard = build_shard(cfg_data, rows, population)
+        server = ShardServer(cfg_data, rows, population)
         conn.send(("ready", None))
-        rollout = None
         while True:
             try:
                 command, arg = conn.recv()
@@ -117,33 +95,17 @@ def _worker_main(
                 return
             try:
                 if command == "close":
-                    conn.send(("ok", None))
                     return
                 if command == "collect":
-                    own = theta.array[rows].copy()
-                    rollout = shard.sampler.collect(own, arg)
-                    reply = (
-                        [r.copy() for r in rollout.episode_returns],
-                        [x.copy() for x in rollout.episode_lengths],
-                        rollout.steps_taken,
-                    )
+                    reply = server.collect(theta.array, arg)
                 elif command == "gradient":
-                    own = torch.from_numpy(theta.array[rows].copy())
-                    grads.array[rows] = shard.estimator.gradient(own, rollout).numpy()
+                    grads.array[rows] = server.gradient(theta.array)
                     reply = None
-                elif command == "state":
-                    reply = {
-                        "sampler": shard.sampler.state_dict(),
-                        "estimator": shard.estimator.state_dict(),
-                    }
-                elif command == "load_sampler":
-                    shard.sampler.load_state_dict(arg)
-                    reply = None
-                elif command == "load_estimator":
-                    shard.estimator.load_state_dict(arg)
-                    reply = None
+                elif command in ShardServer.CALLS:
+                    reply = getattr(server, command)(arg)
                 else:
-                    raise ValueError(f"unknown command {command!r}")
+                    valid = ["collect", "gradient", *ShardServer.CALLS, "close"]
+                    raise ValueError(f"unknown command {command!r}; valid: {valid}")
                 conn.send(("ok", reply))
             except Exception as exc:  # the learner re-raises it, naming this worker
                 conn.send(("error", (type(exc).__name__, traceback.format_exc())))
@@ -204,8 +166,10 @@ class WorkerPool:
 
     # -- commands --------------------------------------------------------------------------
     def _gather(self, replies: list, expect: str = "ok") -> list:
-        """Wait for one reply per worker, in any order; a dead or failed worker raises."""
+        """Wait for one reply per worker, in any order. Every reply is read before a failed
+        worker's error is raised, so the pool stays in step; a dead worker closes it."""
         pending = dict(enumerate(self.conns))
+        failure: Exception | None = None
         while pending:
             sentinels = {self.processes[k].sentinel: k for k in pending}
             ready = connection.wait([*pending.values(), *sentinels])
@@ -220,19 +184,22 @@ class WorkerPool:
                     status, value = item.recv()
                 except (EOFError, OSError):
                     self._died(k)
-                if status == "error":
-                    name, text = value
-                    if name == "NonFiniteError":  # the run's own stop, whoever saw it
-                        raise NonFiniteError(f"worker {k}: {text.strip().splitlines()[-1]}")
-                    raise WorkerError(
-                        f"worker {k} (particles {self.bounds[k].start}-"
-                        f"{self.bounds[k].stop - 1}) raised {name}:\n{text}"
-                    )
-                if status != expect:
-                    raise WorkerError(f"worker {k} answered {status!r}, expected {expect!r}")
-                replies[k] = value
                 del pending[k]
+                if status == "error" and failure is None:
+                    failure = self._failure(k, *value)
+                elif status != expect and failure is None:
+                    failure = WorkerError(f"worker {k} answered {status!r}, not {expect!r}")
+                else:
+                    replies[k] = value
+        if failure is not None:
+            raise failure
         return replies
+
+    def _failure(self, k: int, name: str, text: str) -> Exception:
+        who = f"worker {k} (particles {self.bounds[k].start}-{self.bounds[k].stop - 1})"
+        if name == "NonFiniteError":  # the run's own stop, whoever saw it
+            return NonFiniteError(f"{who}: {text.strip().splitlines()[-1]}")
+        return WorkerError(f"{who} raised {name}:\n{text}")
 
     def _died(self, k: int) -> None:
         process = self.processes[k]
@@ -248,11 +215,30 @@ class WorkerPool:
             f"{self.bounds[k].stop - 1})"
         )
         if self._starting:
-            raise WorkerDied(f"{who} did not start: {how}{hint} (its error is printed above)")
+            raise WorkerDied(
+                f"{who} did not start: {how}{hint}. Its error is printed above; a script that "
+                'builds a run with workers must do so under `if __name__ == "__main__":` '
+                "(workers are spawned processes that import the script), or set workers=1"
+            )
         raise WorkerDied(
             f"{who} died: {how}{hint}; the run stops here, its last checkpoint is kept: "
             "--resume continues it"
         )
+
+    def collect(self, theta: np.ndarray, steps_per_env: int) -> list:
+        """Every shard samples with its rows of ``theta [n, d]``; their replies in order."""
+        self.theta.array[:] = theta
+        return self.command("collect", [steps_per_env] * self.workers)
+
+    def gradient(self, theta: np.ndarray) -> np.ndarray:
+        """``∇J [n, d]`` of every shard's last rollout at ``theta``."""
+        self.theta.array[:] = theta
+        self.command("gradient")
+        return self.grads.array.copy()
+
+    def call(self, name: str, args: list | None = None) -> list:
+        """:class:`ShardServer` method ``name`` on every shard (``args[k]`` to shard ``k``)."""
+        return self.command(name, args)
 
     def command(self, command: str, args: list | None = None) -> list:
         """Send ``command`` to every worker (``args[k]`` to worker ``k``); their replies."""
@@ -275,80 +261,19 @@ class WorkerPool:
 
 
 def _shutdown(processes, conns, theta: _SharedArray, grads: _SharedArray) -> None:
+    """Ask every worker to stop, close the pipes (a worker blocked sending gets an error and
+    exits), give them 5 s together, kill what is left, free the shared memory."""
     for conn in conns:
         with contextlib.suppress(OSError, ValueError):
             conn.send(("close", None))
+    for conn in conns:
+        conn.close()
+    deadline = time.monotonic() + 5
     for process in processes:
-        process.join(timeout=5)
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
         if process.is_alive():
             process.kill()
             process.join(timeout=5)
-    for conn in conns:
-        conn.close()
     for arr in (theta, grads):
         arr.close(unlink=True)
-
-
-class ShardedSampler:
-    """Stands in for :class:`~evo_svpg.sampler.Sampler` on the learner."""
-
-    def __init__(self, pool: WorkerPool, whole_episodes: bool, envs_per_particle: int) -> None:
-        self.pool, self.whole_episodes = pool, whole_episodes
-        self.envs_per_particle = envs_per_particle
-
-    def _slots(self) -> list[slice]:
-        e = self.envs_per_particle
-        return [slice(b.start * e, b.stop * e) for b in self.pool.bounds]
-
-    def collect(self, theta: np.ndarray, steps_per_env: int) -> RolloutSummary:
-        self.pool.theta.array[:] = theta
-        replies = self.pool.command("collect", [steps_per_env] * self.pool.workers)
-        returns = [r for reply in replies for r in reply[0]]
-        lengths = [x for reply in replies for x in reply[1]]
-        return RolloutSummary(returns, lengths, sum(reply[2] for reply in replies))
-
-    def state_dict(self) -> dict:
-        """The population's sampler state: env slots concatenated, ``num_envs`` summed."""
-        states = [s["sampler"] for s in self.pool.command("state")]
-        slots = [s.stop - s.start for s in self._slots()]
-        trimmed = [_with_num_envs(s, None) for s in states]
-        return _with_num_envs(merge_states(trimmed, slots, "sampler"), sum(slots))
-
-    def load_state_dict(self, state: dict) -> None:
-        total = self.pool.population * self.envs_per_particle
-        parts = [
-            _with_num_envs(split_state(state, total, s), s.stop - s.start) for s in self._slots()
-        ]
-        self.pool.command("load_sampler", parts)
-
-
-def _with_num_envs(state: dict, num_envs: int | None) -> dict:
-    if state.get("env") is None:  # a generic env: nothing snapshotted
-        return state
-    return {**state, "env": {**state["env"], "num_envs": num_envs}}
-
-
-class ShardedEstimator:
-    """Stands in for the run's estimator on the learner; checkpoints under its name."""
-
-    def __init__(self, pool: WorkerPool, name: str) -> None:
-        self.pool, self.checkpoint_name = pool, name
-
-    def gradient(self, theta: Tensor, rollout: RolloutSummary) -> Tensor:
-        self.pool.theta.array[:] = theta.numpy()
-        self.pool.command("gradient")
-        return torch.from_numpy(self.pool.grads.array.copy())
-
-    def state_dict(self) -> dict:
-        states = [s["estimator"] for s in self.pool.command("state")]
-        return merge_states(states, [b.stop - b.start for b in self.pool.bounds], "estimator")
-
-    def load_state_dict(self, state: dict) -> None:
-        n = self.pool.population
-        self.pool.command("load_estimator", [split_state(state, n, b) for b in self.pool.bounds])
-
-    def reindex(self, parents: Tensor) -> None:
-        """Clones inherit their parent's per-particle state, across workers: the population's
-        state is gathered, its per-particle rows reindexed, and handed back."""
-        n = self.pool.population
-        self.load_state_dict(reindex_state(self.state_dict(), n, parents.numpy()))

@@ -102,7 +102,7 @@ def naive_sampler(spec: PolicySpec, theta: torch.Tensor, transitions: int) -> fl
 def batched_sampler(spec, theta, transitions: int, envs_per_particle: int, repeats: int):
     """Median transitions/s of :class:`Sampler` (one warm-up, then ``repeats`` timed runs)."""
     env = make_batched_env("CartPole-v1", N_PARTICLES * envs_per_particle, seed=0)
-    sampler = Sampler(env, spec, N_PARTICLES, seed=0)
+    sampler = Sampler(env, spec, N_PARTICLES, seed=0, random_streams="per-particle")
     steps_per_env = transitions // (N_PARTICLES * envs_per_particle)
     theta_np = theta.numpy()
     sampler.collect(theta_np, steps_per_env)
@@ -131,12 +131,15 @@ def full_run(repeats: int, threads: int) -> list[float]:
                 Checkpointer(out, 5),
                 Summary(out),
             ]
-            train(run, callbacks)
+            try:
+                train(run, callbacks)
+            finally:
+                run.close()
             walls.append(time.perf_counter() - start)
             summary = json.loads((out / "summary.json").read_text())
             print(
-                f"  (c) run {r}: {walls[-1]:.2f} s, final best particle return "
-                f"{summary['final_best_particle_return']:.1f}"
+                f"  (c) run {r}: {walls[-1]:.2f} s on {run.workers} worker(s) (the default), "
+                f"final best particle return {summary['final_best_particle_return']:.1f}"
             )
     return walls
 
@@ -157,7 +160,7 @@ def paper_env_sampling(transitions: int, repeats: int, envs_per_particle: int = 
         env = make_batched_env(env_id, N_PARTICLES * envs_per_particle, seed=0)
         spec = policy_spec_for(env, RunConfig(env=env_id))
         thetas[env_id] = spec.init_params(N_PARTICLES, torch.Generator().manual_seed(0)).numpy()
-        samplers[env_id] = Sampler(env, spec, N_PARTICLES, seed=0)
+        samplers[env_id] = Sampler(env, spec, N_PARTICLES, seed=0, random_streams="per-particle")
     steps_per_env = transitions // (N_PARTICLES * envs_per_particle)
     rates: dict[str, list[float]] = {env_id: [] for env_id in ids}
     for r in range(repeats + 1):

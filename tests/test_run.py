@@ -373,7 +373,7 @@ def test_readme_mode_table_lists_exactly_the_registered_modes():
 def test_ci_installs_exactly_as_the_readme_says():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
-    for step in ("pip install -q torch==2.13.0", 'pip install -q -e ".[test]"'):
+    for step in ("pip install -q torch==2.13.0", 'pip install -q -e ".[test,ray]"'):
         assert step in ci
         assert step.replace(" -q", "") in readme
     assert os.access(ROOT / ".ci" / "run", os.X_OK)

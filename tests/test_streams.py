@@ -52,12 +52,14 @@ def test_reset_draws_give_each_reset_slot_its_particles_row():
     np.testing.assert_array_equal(got, -1.0 + 2.0 * table[[1, 4]])
     with pytest.raises(ValueError, match="one row per reset env"):
         draws.random((3, 2))
+    with pytest.raises(RuntimeError, match=r"reset:random:2 drawn twice at step 5"):
+        draws.random((2, 2))  # the same rows again: it would repeat them
 
 
 GENERIC = "CartPole-v0"  # gymnasium's own CartPole-v0: the generic path
 
 
-def _rollouts(env_id, n, first, count, theta, whole_episodes, steps):
+def _rollouts(env_id, first, count, theta, whole_episodes, steps):
     spec = _spec(env_id)
     env = make_batched_env(env_id, count * 3, max_episode_steps=60)
     sampler = Sampler(env, spec, count, seed=11, whole_episodes=whole_episodes,
@@ -95,10 +97,8 @@ def test_shards_sample_exactly_what_the_whole_population_samples(env_id, whole_e
     spec = _spec(env_id)
     theta = spec.init_params(5, torch.Generator().manual_seed(0)).numpy()
     steps = 40
-    whole = _rollouts(env_id, 5, 0, 5, theta, whole_episodes, steps)
-    parts = [
-        _rollouts(env_id, 5, a, b - a, theta, whole_episodes, steps) for a, b in [(0, 2), (2, 5)]
-    ]
+    whole = _rollouts(env_id, 0, 5, theta, whole_episodes, steps)
+    parts = [_rollouts(env_id, a, b - a, theta, whole_episodes, steps) for a, b in [(0, 2), (2, 5)]]
     for i, w in enumerate(whole):
         lo, hi = parts[0][i], parts[1][i]
         assert w["steps"] == lo["steps"] + hi["steps"]

@@ -23,7 +23,7 @@ from evo_svpg.config import RunConfig
 from evo_svpg.engine import AUTO_WORKERS_MIN_STEPS, build_run
 from evo_svpg.loop import train
 from evo_svpg.shard_state import merge_states, reindex_state, split_state
-from evo_svpg.workers import shard_bounds
+from evo_svpg.workers import WorkerError, shard_bounds
 
 SMALL = {"particles": 4, "steps_per_particle": 400, "envs_per_particle": 4, "hidden_sizes": (16,)}
 
@@ -36,8 +36,9 @@ def _trajectory(workers: int, **keys) -> list[tuple]:
 
     class Keep(Callback):
         def on_iteration(self, run, record):
-            seen.append((record.return_mean, record.episodes, record.grad_norm,
-                         run.state.params.clone(), dict(record.scalars)))  # fmt: skip
+            params = run.state.params.clone()
+            seen.append((record.return_mean, record.episodes, record.grad_norm, params,
+                         dict(record.scalars), record.env_steps))  # fmt: skip
 
     try:
         train(run, [Keep()])
@@ -53,6 +54,7 @@ def _assert_same(a: list[tuple], b: list[tuple]) -> None:
         np.testing.assert_array_equal(x[2], y[2], err_msg=f"grad norms, iteration {it}")
         assert torch.equal(x[3], y[3]), f"params, iteration {it}"
         assert x[4] == y[4], f"scalars, iteration {it}"
+        assert x[5] == y[5], f"env steps, iteration {it}"
 
 
 @pytest.mark.parametrize(
@@ -115,6 +117,7 @@ def test_auto_workers_shard_only_large_iterations():
     run = build_run(big)
     try:
         assert run.workers == min(2, len(os.sched_getaffinity(0)))
+        assert (run.pool is not None) == (run.workers > 1)
     finally:
         run.close()
     shared = build_run(big.replace(random_streams="shared"))
@@ -132,6 +135,24 @@ def test_shard_bounds_cover_the_population_in_near_equal_parts(n, workers):
     sizes = [b.stop - b.start for b in bounds]
     assert max(sizes) - min(sizes) <= 1
     assert min(sizes) >= 1
+
+
+def test_an_address_needs_the_ray_backend_and_a_host_and_port():
+    with pytest.raises(ValueError, match=r"address='10.0.0.1:6379' .* needs backend='ray'"):
+        RunConfig(address="10.0.0.1:6379")
+    with pytest.raises(ValueError, match=r"address='head' is not a Ray address: give HOST:PORT"):
+        RunConfig(backend="ray", address="head")
+
+
+def test_a_worker_error_names_the_worker_and_leaves_the_pool_in_step():
+    run = build_run(RunConfig(**SMALL, workers=2, estimator="a2c"))
+    try:
+        good = run.pool.call("estimator_state")
+        with pytest.raises(WorkerError, match=r"worker 0 \(particles 0-1\) raised"):
+            run.pool.call("load_estimator", [{"no such key": 1}, good[1]])
+        assert run.pool.call("ready") == [p.pid for p in run.pool.processes]
+    finally:
+        run.close()
 
 
 def test_states_merge_split_and_reindex_by_rows():
@@ -222,7 +243,6 @@ def _gone(pids: set[int], timeout: float = 20) -> bool:
     return True
 
 
-@pytest.mark.slow
 def test_a_killed_worker_stops_the_run_naming_it_and_resume_continues(tmp_path):
     before = _segments()
     out = tmp_path / "run"
@@ -242,7 +262,6 @@ def test_a_killed_worker_stops_the_run_naming_it_and_resume_continues(tmp_path):
     assert f"done: {kept + 2} iterations" in resumed.stdout
 
 
-@pytest.mark.slow
 def test_killing_the_learner_leaves_no_worker_and_no_shared_memory(tmp_path):
     before = _segments()
     proc = _start(tmp_path / "run")
@@ -256,15 +275,18 @@ def test_killing_the_learner_leaves_no_worker_and_no_shared_memory(tmp_path):
     assert _segments() <= before
 
 
-@pytest.mark.slow
-def test_ctrl_c_stops_at_an_iteration_end_and_cleans_up(tmp_path):
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_stop_signal_to_the_group_stops_at_an_iteration_end_and_cleans_up(tmp_path, stop, code):
+    """A terminal's Ctrl-C and a batch system's SIGTERM reach every process of the group: the
+    workers must leave the stop to the learner, which saves the iteration and stops them."""
     before = _segments()
     out = tmp_path / "run"
     proc = _start(out)
     workers = _wait_for_checkpoint(proc, out)
-    os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C reaches the whole group
+    os.killpg(proc.pid, stop)
     stdout, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
+    assert "saved after iteration" in stdout, stdout
     assert "continue: evo-svpg run --resume" in stdout, stdout
     assert _gone(workers)
     assert _segments() <= before

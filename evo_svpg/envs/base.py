@@ -167,7 +167,10 @@ class NumpyBatchedEnv(BatchedEnv):
         (:mod:`evo_svpg.streams`) instead of one generator in slot order: what a sharded
         population needs. The sampler keys them (``draws.step``); snapshots then hold none."""
         if draws.rows.size != self.num_envs:
-            raise ValueError(f"{self!r}: reset draws for {draws.rows.size} slots")
+            raise ValueError(
+                f"{self!r}: reset draws made for {draws.rows.size} slots, this env has "
+                f"{self.num_envs}"
+            )
         self.rng = self._reset_draws = draws
 
     def _draw_initial(self, idx: np.ndarray) -> np.ndarray:

@@ -1,0 +1,35 @@
+"""The Ray backend on a local Ray: the metrics of local workers, and a lost actor named."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from test_workers import SMALL, _assert_same, _trajectory
+
+from evo_svpg.config import RunConfig
+from evo_svpg.engine import build_run
+from evo_svpg.loop import run_iteration
+from evo_svpg.workers import WorkerDied
+
+ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
+
+
+def test_ray_actors_compute_what_local_workers_compute():
+    keys = {"estimator": "a2c", "mode": "select", "select_every": 1}
+    _assert_same(_trajectory(2, **keys), _trajectory(2, backend="ray", **keys))
+    assert not ray.is_initialized()  # the run stopped the local Ray it started
+
+
+def test_a_lost_ray_actor_stops_the_run_naming_it():
+    run = build_run(RunConfig(**SMALL, iterations=3, workers=2, backend="ray"))
+    try:
+        run_iteration(run)
+        pids = run.pool.call("ready")
+        os.kill(pids[1], signal.SIGKILL)
+        with pytest.raises(WorkerDied, match=r"ray worker 1 \(particles 2-3\) died"):
+            run_iteration(run)
+    finally:
+        run.close()
+    assert not ray.is_initialized()
