@@ -23,7 +23,7 @@ import numpy as np
 
 from evo_svpg.sampler import NonFiniteError
 from evo_svpg.shard_server import ShardServer
-from evo_svpg.workers import WorkerDied, WorkerError, shard_bounds
+from evo_svpg.workers import ShardedPool, WorkerDied, WorkerError, shard_bounds
 
 START_TIMEOUT = 600.0  # seconds the actors may take to be placed and built
 
@@ -39,7 +39,7 @@ def _ray():
     return ray
 
 
-class RayWorkerPool:
+class RayWorkerPool(ShardedPool):
     """``workers`` Ray actors, each a :class:`ShardServer` of one shard (0: one per CPU of the
     cluster, capped by the particles)."""
 
@@ -69,14 +69,6 @@ class RayWorkerPool:
         except BaseException:
             self.close()
             raise
-
-    @property
-    def workers(self) -> int:
-        return len(self.bounds)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def collect(self, theta: np.ndarray, steps_per_env: int) -> list:
         ref = self.ray.put(theta)

@@ -53,6 +53,21 @@ def shard_bounds(n: int, workers: int) -> list[slice]:
     return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
+class ShardedPool:
+    """What both backends share: the shards' row ranges and whether the pool is closed."""
+
+    bounds: list[slice]
+    _closed: bool = False
+
+    @property
+    def workers(self) -> int:
+        return len(self.bounds)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
 class _SharedArray:
     """A float32 ``[rows, cols]`` array in a named shared-memory segment."""
 
@@ -118,7 +133,7 @@ def _worker_main(
                 arr.close(unlink=False)
 
 
-class WorkerPool:
+class WorkerPool(ShardedPool):
     """N worker processes, each owning a shard of the population (see the module docstring)."""
 
     def __init__(self, cfg: Any, population: int, d: int, workers: int) -> None:
@@ -155,14 +170,6 @@ class WorkerPool:
         except BaseException:
             self.close()
             raise
-
-    @property
-    def workers(self) -> int:
-        return len(self.bounds)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     # -- commands --------------------------------------------------------------------------
     def _gather(self, replies: list, expect: str = "ok") -> list:
