@@ -12,7 +12,13 @@ from dataclasses import dataclass
 import torch
 
 from evo_svpg.behaviour import Describer
-from evo_svpg.building import check_memory, make_sampler, policy_spec_for, set_threads
+from evo_svpg.building import (
+    check_memory,
+    keep_freed_memory,
+    make_sampler,
+    policy_spec_for,
+    set_threads,
+)
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.evaluation import Evaluator
@@ -103,6 +109,7 @@ def build_run(
     """
     check_device(cfg.device)
     set_threads(1)
+    keep_freed_memory()
     layout = MODES.get(cfg.mode).layout(cfg)
     if cfg.backend == "local":  # on Ray, each worker checks its own machine (build_shard)
         check_memory(cfg, layout.policies * layout.steps_per_policy)

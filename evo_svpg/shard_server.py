@@ -8,7 +8,7 @@ import os
 import numpy as np
 import torch
 
-from evo_svpg.building import build_shard, set_threads
+from evo_svpg.building import build_shard, keep_freed_memory, set_threads
 
 
 class ShardServer:
@@ -20,6 +20,7 @@ class ShardServer:
 
     def __init__(self, cfg_data: dict, rows: slice, population: int) -> None:
         set_threads(1)
+        keep_freed_memory()
         self.rows = rows
         self.shard = build_shard(cfg_data, rows, population)
         self.rollout = None
