@@ -4,7 +4,8 @@
     sharded over 2 worker processes (CartPole-v1 and the paper's Box2D envs), and the full paper
     CartPole run on 1 and 2 workers, with the time split per operator;
 (k) iterations at n = 16, 64 and 256 particles (10,000 steps each): seconds per million
-    transitions, and the SVGD step's share of the iteration.
+    transitions, and the SVGD step's share of the iteration;
+(l) the full paper CartPole run on 2 Ray actors (a local Ray) against 2 local workers.
 """
 
 from __future__ import annotations
@@ -126,3 +127,20 @@ def population_scaling(sizes: tuple[int, ...] = (16, 64, 256), iterations: int =
                   f"SVGD {100 * svgd:.1f} % of the iteration (target < 10 %)",
                   flush=True)  # fmt: skip
     return out
+
+
+def ray_against_local(repeats: int) -> dict:
+    """Training seconds of the paper's CartPole run on 2 local workers and on 2 Ray actors of a
+    local Ray, alternating (Ray's start-up, ~5 s, is outside the timed training)."""
+    walls: dict[str, list[float]] = {"local": [], "ray": []}
+    finals: dict[str, float] = {}
+    for _ in range(repeats):
+        for backend in ("local", "ray"):
+            wall, _, final = _timed_run(RunConfig(workers=2, backend=backend))
+            walls[backend].append(wall)
+            finals[backend] = final
+    local, ray = statistics.median(walls["local"]), statistics.median(walls["ray"])
+    print(f"(l) full paper CartPole run, 2 workers: local {local:.2f} s, Ray {ray:.2f} s of "
+          f"training ({ray / local:.2f}× local; target ≤ 1.3×); same final mean return: "
+          f"{finals['local'] == finals['ray']}", flush=True)  # fmt: skip
+    return {"walls": walls, "ratio": ray / local, "final_mean_return": finals}

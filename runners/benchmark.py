@@ -24,16 +24,17 @@ Targets (issue 3): (b) ≥ 2M transitions/s and ≥ 350× (a); (c) ≤ 15 s; (d)
 Targets (issue 4): (e) ratio ≤ 1.3; (f) < 10 %. (g): a population's queries < 50 ms.
 Targets (issue 13): (i) ≥ 0.8× CartPole-v1's transitions/s for the cart-poles, ≥ 0.5× for the
 double pendulum.
-(j), (k): worker processes (runners/_bench_workers.py). Targets (issue 14): the sampler at
-16 × 20 on 2 workers ≥ 1.7× one process; the full CartPole run ≥ 250× the naive sampler's
-transitions/s; n = 64 and 256 within 1.2× of n = 16 per transition, SVGD < 10 % of an iteration.
+(j), (k), (l): worker processes and Ray actors (runners/_bench_workers.py). Targets (issue 14):
+the sampler at 16 × 20 on 2 workers ≥ 1.7× one process; the full CartPole run ≥ 250× the naive
+sampler's transitions/s; n = 64 and 256 within 1.2× of n = 16 per transition, SVGD < 10 % of an
+iteration; Ray on one machine within 1.3× of local workers (needs the [ray] extra).
 
     python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
     python runners/benchmark.py --only e f     # just the extension timings
     python runners/benchmark.py --only g       # just the novelty kNN timings
     python runners/benchmark.py --only h       # just the portable-squares timings
     python runners/benchmark.py --only i       # just the paper envs' sampler speed
-    python runners/benchmark.py --only a j k   # the worker processes (a: the naive reference)
+    python runners/benchmark.py --only a j k l # workers and Ray (a: the naive reference)
 """
 
 from __future__ import annotations
@@ -48,7 +49,12 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import torch
-from _bench_workers import full_run_workers, population_scaling, sampler_with_workers
+from _bench_workers import (
+    full_run_workers,
+    population_scaling,
+    ray_against_local,
+    sampler_with_workers,
+)
 from torch import nn
 
 from evo_svpg.callbacks import Callback, Checkpointer, MetricsCSV, Summary, TensorBoardScalars
@@ -377,8 +383,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=list("abcdefghijk"),
-        default=list("abcdefghijk"),
+        choices=list("abcdefghijkl"),
+        default=list("abcdefghijkl"),
         help="parts to run",
     )
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations in (e), (f)")
@@ -460,6 +466,8 @@ def main() -> None:
         results["workers_full_run"] = full_run_workers(args.full_runs, naive)
     if "k" in args.only:
         results["population_scaling"] = population_scaling()
+    if "l" in args.only:
+        results["ray_against_local"] = ray_against_local(args.full_runs)
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"
