@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,14 @@ from evo_svpg.shard_server import ShardServer
 from evo_svpg.workers import ShardedPool, WorkerDied, WorkerError, shard_bounds
 
 START_TIMEOUT = 600.0  # seconds the actors may take to be placed and built
+
+
+def _brief(exc: BaseException) -> str:
+    """Ray's message about a lost actor, without its boilerplate: the lines that say which
+    process and node it was and why (pid, ip, out of memory, ...)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    keep = [line for line in lines if line.startswith(("pid", "ip", "The actor", "Reason"))]
+    return f"{type(exc).__name__}: " + " | ".join(dict.fromkeys(keep or lines[:3]))
 
 
 def _ray():
@@ -41,7 +50,8 @@ def _ray():
 
 class RayWorkerPool(ShardedPool):
     """``workers`` Ray actors, each a :class:`ShardServer` of one shard (0: one per CPU of the
-    cluster, capped by the particles)."""
+    cluster, capped by the particles). A Ray this process already started (``ray.init``) is
+    used as it is, whatever ``address`` says."""
 
     def __init__(self, cfg: Any, population: int, workers: int, address: str) -> None:
         ray = self.ray = _ray()
@@ -64,8 +74,7 @@ class RayWorkerPool(ShardedPool):
             actor = ray.remote(num_cpus=1, max_restarts=0)(ShardServer)
             data = cfg.to_dict()
             self.actors = [actor.remote(data, rows, population) for rows in self.bounds]
-            self._get([a.ready.remote() for a in self.actors], starting=True,
-                      timeout=START_TIMEOUT)  # fmt: skip
+            self._get([a.ready.remote() for a in self.actors], start_timeout=START_TIMEOUT)
         except BaseException:
             self.close()
             raise
@@ -86,22 +95,27 @@ class RayWorkerPool(ShardedPool):
             [getattr(a, name).remote(x) for a, x in zip(self.actors, args, strict=True)]
         )
 
-    def _get(self, refs: list, starting: bool = False, timeout: float | None = None) -> list:
-        """The replies in shard order; a dead actor or one that raised stops the run."""
+    def _get(self, refs: list, start_timeout: float | None = None) -> list:
+        """The replies in shard order; a dead actor or one that raised stops the run, naming
+        it. ``start_timeout``: seconds for all of them together (the actors' start)."""
         if self._closed:
             raise RuntimeError("the worker pool is closed")
         errors = self.ray.exceptions
+        starting = start_timeout is not None
+        deadline = time.monotonic() + (start_timeout or 0.0)
         out = []
         for k, ref in enumerate(refs):
             who = f"ray worker {k} (particles {self.bounds[k].start}-{self.bounds[k].stop - 1})"
+            timeout = max(0.0, deadline - time.monotonic()) if starting else None
             try:
                 out.append(self.ray.get(ref, timeout=timeout))
             except errors.GetTimeoutError:
+                free = self.ray.available_resources().get("CPU", 0)  # before Ray is shut down
+                total = self.ray.cluster_resources().get("CPU", 0)
                 self.close()
                 raise WorkerDied(
-                    f"{who} did not start within {timeout:.0f} s: the cluster has "
-                    f"{self.ray.available_resources().get('CPU', 0):.0f} CPUs free of "
-                    f"{self.ray.cluster_resources().get('CPU', 0):.0f} (each worker takes one)"
+                    f"{who} did not start within {start_timeout:.0f} s: the cluster has "
+                    f"{free:.0f} CPUs free of {total:.0f} (each worker takes one)"
                 ) from None
             except errors.RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
@@ -112,11 +126,13 @@ class RayWorkerPool(ShardedPool):
                 self.close()
                 if starting:  # e.g. the package missing on a node: Ray's whole message
                     raise WorkerDied(f"{who} did not start: {exc}") from None
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
                 raise WorkerDied(
-                    f"{who} died (its process or node was lost): {type(exc).__name__}: {first};"
-                    " the run stops here, its last checkpoint is kept: --resume continues it"
+                    f"{who} died (its process or node was lost): {_brief(exc)}; the run stops "
+                    "here, its last checkpoint is kept: --resume continues it"
                 ) from None
+            except errors.RayError as exc:  # any other failure of Ray's (placement, memory)
+                self.close()
+                raise WorkerDied(f"{who} failed: {_brief(exc)}") from None
         return out
 
     def close(self) -> None:

@@ -106,8 +106,8 @@ class ResetDraws:
     """Stands in for a :class:`~.envs.base.NumpyBatchedEnv`'s generator: a reset of env slot
     ``i·E + e`` at step ``t`` draws particle ``i``'s ``reset`` family at row ``t``.
 
-    The env sets :attr:`rows` (the slots it resets, increasing) and the sampler :attr:`step`
-    before each draw; ``random``, ``uniform`` and ``standard_normal`` of size ``len(rows)`` or
+    The env calls :meth:`begin` with the slots it resets and the sampler sets :attr:`step`
+    before each reset; ``random``, ``uniform`` and ``standard_normal`` of size ``len(rows)`` or
     ``(len(rows), m)`` then return one row per reset slot.
     """
 
@@ -115,7 +115,13 @@ class ResetDraws:
         self.streams, self.envs_per_particle = streams, envs_per_particle
         self.rows = np.arange(streams.n * envs_per_particle)
         self.step = 0
-        self._drawn: tuple[str, int, int] | None = None  # (family, rollout, step) last drawn
+        self._drawn: set[str] = set()  # families drawn for the current rows
+
+    def begin(self, rows: np.ndarray) -> None:
+        """The env resets ``rows`` (increasing slot indices) now: one call of its
+        ``_reset_rows``, which may draw each family once."""
+        self.rows = rows
+        self._drawn = set()
 
     def random(self, size: int | tuple[int, ...]) -> np.ndarray:
         return self._draw("random", _uniform01, size)
@@ -134,12 +140,11 @@ class ResetDraws:
                              f"{self.rows.size}")  # fmt: skip
         m = shape[1] if len(shape) == 2 else 1
         name = f"reset:{kind}:{m}"
-        drawn = (name, self.streams.rollouts, self.step)
-        if drawn == self._drawn:  # a slot's row at a step is one draw: a second would repeat it
+        if name in self._drawn:  # a slot's row at a step is one draw: a second would repeat it
             raise RuntimeError(
                 f"{name} drawn twice at step {self.step}: an env's _reset_rows must make one "
                 "draw of each kind and width per call"
             )
-        self._drawn = drawn
+        self._drawn.add(name)
         values = self.streams.at(name, self.step, (self.envs_per_particle, m), draw)  # [n, E, m]
         return values.reshape(-1, m)[self.rows].reshape(shape)

@@ -29,8 +29,8 @@ import multiprocessing as mp
 import signal
 import time
 import traceback
-import weakref
 from multiprocessing import connection, shared_memory
+from multiprocessing import util as mp_util
 from typing import Any
 
 import numpy as np
@@ -145,10 +145,12 @@ class WorkerPool(ShardedPool):
         self.conns: list[connection.Connection] = []
         self._closed = False
         self._starting = True
-        # Unlink the memory and stop the workers however this object goes away.
-        self._finalizer = weakref.finalize(
-            self, _shutdown, self.processes, self.conns, self.theta, self.grads
-        )
+        # Unlink the memory and stop the workers however this object goes away; at exit this
+        # runs before multiprocessing joins its children (which ignore its SIGTERM).
+        self._finalizer = mp_util.Finalize(
+            self, _shutdown, args=(self.processes, self.conns, self.theta, self.grads),
+            exitpriority=10,
+        )  # fmt: skip
         context = mp.get_context("spawn")  # no fork: torch and BLAS threads do not survive it
         data = cfg.to_dict()
         try:
@@ -252,12 +254,16 @@ class WorkerPool(ShardedPool):
         if self._closed:
             raise RuntimeError("the worker pool is closed")
         args = args if args is not None else [None] * self.workers
-        for k, conn in enumerate(self.conns):
-            try:
-                conn.send((command, args[k]))
-            except (BrokenPipeError, OSError):
-                self._died(k)
-        return self._gather([None] * self.workers)
+        try:
+            for k, conn in enumerate(self.conns):
+                try:
+                    conn.send((command, args[k]))
+                except (BrokenPipeError, OSError):
+                    self._died(k)
+            return self._gather([None] * self.workers)
+        except (KeyboardInterrupt, SystemExit):  # replies left unread: the pool is out of step
+            self.close()
+            raise
 
     def close(self) -> None:
         """Stop the workers and free the shared memory (idempotent)."""

@@ -175,7 +175,7 @@ class NumpyBatchedEnv(BatchedEnv):
 
     def _draw_initial(self, idx: np.ndarray) -> np.ndarray:
         if self._reset_draws is not None:
-            self._reset_draws.rows = idx
+            self._reset_draws.begin(idx)
         return self._reset_rows(idx)
 
     @property
