@@ -18,6 +18,7 @@ import torch
 from evo_svpg.behaviour import bounded
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
+from evo_svpg.evaluation import Evaluator
 from evo_svpg.operators import Build
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
@@ -102,10 +103,11 @@ def keep_freed_memory() -> bool:
 
 @dataclass
 class Shard:
-    """What a worker owns: its particles' sampler and estimator."""
+    """What a worker owns: its particles' sampler and estimator, and an evaluator."""
 
     sampler: Sampler
     estimator: object
+    evaluator: Evaluator  # the worker's share of candidate evaluations
 
 
 def build_shard(cfg_data: dict, rows: slice, population: int) -> Shard:
@@ -121,7 +123,24 @@ def build_shard(cfg_data: dict, rows: slice, population: int) -> Shard:
     )  # fmt: skip
     spec = policy_spec_for(env, cfg)
     b = Build(cfg, spec, env, count, ParticleShards(count, 1), rows.start, population)
-    return Shard(make_sampler(cfg, env, spec, rows), ESTIMATORS.get(cfg.estimator).build(b))
+    estimator = ESTIMATORS.get(cfg.estimator).build(b)
+    return Shard(make_sampler(cfg, env, spec, rows), estimator, make_evaluator(cfg, spec))
+
+
+def make_evaluator(cfg: RunConfig, spec: PolicySpec, described: bool = False) -> Evaluator:
+    """The candidate evaluator (CEM/CMA-ES candidates, ERL actors): the one place its seed and
+    streams are chosen, for the learner and a worker alike. ``described``: every episode is
+    also described and logged (the QD grid archive reads them; one process only)."""
+    behaviour = cfg["behaviour"]
+    evaluator = Evaluator(
+        cfg.env, spec, cfg["evaluation"].eval_episodes, cfg.subseed(3),
+        descriptor=behaviour.descriptor if described else None, roles=behaviour.roles,
+        max_episode_steps=cfg.max_episode_steps or None,
+        random_streams=cfg["sampling"].random_streams,
+    )  # fmt: skip
+    if described:
+        evaluator.log = []  # candidate evaluations are offered to the QD grid archive too
+    return evaluator
 
 
 def make_sampler(

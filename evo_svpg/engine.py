@@ -15,13 +15,13 @@ from evo_svpg.behaviour import Describer
 from evo_svpg.building import (
     check_memory,
     keep_freed_memory,
+    make_evaluator,
     make_sampler,
     policy_spec_for,
     set_threads,
 )
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
-from evo_svpg.evaluation import Evaluator
 from evo_svpg.metrics import ReturnWindow, pooling_window
 from evo_svpg.modes import Layout
 from evo_svpg.operators import (
@@ -37,7 +37,7 @@ from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
 from evo_svpg.ray_workers import RayWorkerPool
 from evo_svpg.registry import ESTIMATORS, MODES, OPERATORS
-from evo_svpg.sharded import ShardedEstimator, ShardedSampler
+from evo_svpg.sharded import ShardedEstimator, ShardedEvaluator, ShardedSampler
 from evo_svpg.workers import WorkerPool
 
 # ``workers = 0`` shards only iterations at least this large: below it, starting processes
@@ -156,14 +156,10 @@ def build_run(
         estimator = ShardedEstimator(pool, component_name(estimator))
     else:
         sampler = make_sampler(cfg, env, spec, slice(0, layout.policies), describer)
-    logged = "evaluation_log" in needs
-    evaluator = Evaluator(
-        cfg.env, spec, cfg["evaluation"].eval_episodes, cfg.subseed(3),
-        descriptor=behaviour.descriptor if logged else None, roles=behaviour.roles,
-        max_episode_steps=time_limit,
-    )  # fmt: skip
-    if "evaluation_log" in needs:
-        evaluator.log = []  # candidate evaluations are offered to the QD grid archive too
+    if pool is not None:
+        evaluator = ShardedEvaluator(pool)
+    else:
+        evaluator = make_evaluator(cfg, spec, described="evaluation_log" in needs)
     steps_per_env = layout.steps_per_policy // layout.envs_per_policy
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
     window = 1 if whole else pooling_window(env.max_episode_steps, steps_per_env)

@@ -24,6 +24,7 @@ from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.envs.base import ObservationRoles
 from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
 from evo_svpg.settings import Settings, positive_int, register_settings, setting
+from evo_svpg.streams import ParticleStreams, ResetDraws, keyed_generator
 
 logger = logging.getLogger("evo_svpg")
 
@@ -56,8 +57,11 @@ class Evaluator:
     Actions are drawn from the stochastic policy, as in training, so the evaluated fitness is
     the objective J that the policy gradient climbs; ``deterministic`` takes the most likely
     action (argmax logits, or the Gaussian mean) instead, to test what a policy *does*. One
-    batched env is kept per batch size ``m`` (created on first use) and its random stream
-    continues across calls. With a ``descriptor`` name every episode is also described.
+    batched env is kept per batch size ``m`` (created on first use). With ``random_streams =
+    "shared"`` its random stream continues across calls; with ``"per-particle"`` row ``i`` of
+    the ``c``-th call draws its actions and resets from streams keyed (seed, i, c)
+    (:mod:`evo_svpg.streams`), so rows evaluated apart (a worker's share, ``first``) get what
+    they would get in one batch. With a ``descriptor`` name every episode is also described.
     """
 
     def __init__(
@@ -72,6 +76,7 @@ class Evaluator:
         descriptor: str | None = None,
         roles: ObservationRoles | None = None,
         max_episode_steps: int | None = None,
+        random_streams: str = "shared",
     ) -> None:
         if episodes < 1:
             raise ValueError(f"episodes={episodes} must be >= 1")
@@ -84,6 +89,9 @@ class Evaluator:
         self._resumed = False
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
         self._envs: dict[int, BatchedEnv] = {}
+        self.per_particle = random_streams == "per-particle"
+        self.calls = 0  # per-particle streams: evaluations so far, the key of the next
+        self._reset_draws: dict[int, ResetDraws] = {}
         self._pending_env_states: dict[int, dict] = {}
         if not spec.discrete:
             self._low = np.asarray(spec.action_low, dtype=np.float32)
@@ -96,6 +104,9 @@ class Evaluator:
             env = make_batched_env(
                 self.env_id, m * self.episodes, seed=seed, max_episode_steps=self.max_episode_steps
             )
+            if self.per_particle and env.is_fast_path:
+                self._reset_draws[m] = ResetDraws(ParticleStreams(self.seed, 0, m), self.episodes)
+                env.use_reset_draws(self._reset_draws[m])
             if not env.max_episode_steps:
                 raise ValueError(
                     f"{self.env_id} has no time limit: evaluating candidates needs episodes "
@@ -120,15 +131,28 @@ class Evaluator:
         result = self.episodes_of(theta)
         return result.returns.mean(axis=1), result.steps
 
-    def episodes_of(self, theta: np.ndarray) -> EvalEpisodes:
-        """One fresh episode per env for the policies ``theta [m, d]``, all in one batch."""
+    def episodes_of(self, theta: np.ndarray, first: int = 0) -> EvalEpisodes:
+        """One fresh episode per env for the policies ``theta [m, d]``, all in one batch;
+        ``first``: the index of row 0 among the call's candidates (per-particle streams)."""
         theta = np.ascontiguousarray(theta, dtype=np.float32)
         m, e, spec = theta.shape[0], self.episodes, self.spec
+        streams = self._start_call(first, m)
+        if m == 0:  # a worker's empty share: the call still counts
+            empty = np.zeros((0, e))
+            return EvalEpisodes(empty, empty.astype(bool), 0, None)
         env = self._env(m)
+        draws = self._reset_draws.get(m)
+        if draws is not None:
+            draws.streams, draws.step = streams, 0
         describer = None
         if self.descriptor is not None:
             describer = Describer.for_env(self.descriptor, spec, env, roles=self.roles)
-        obs = env.reset()
+        if streams is not None and draws is None:  # generic env: slots seeded as in one batch
+            restart = keyed_generator(self.seed, 103, streams.rollouts)
+            obs = env.reset(seed=int(restart.integers(2**30)) + first * e)
+        else:
+            obs = env.reset()
+        t = 0
         running = np.ones((m, e), dtype=bool)  # episode still going
         terminated = np.zeros((m, e), dtype=bool)
         total = np.zeros((m, e), dtype=np.float64)
@@ -142,12 +166,16 @@ class Evaluator:
         while True:  # every episode ends: fast-path envs all have gymnasium's time limit
             obs_active = obs.reshape(m, e, spec.obs_dim)[active]
             out = forward_numpy(spec, parts, obs_active)
-            actions[active] = self._actions(out, None if spec.discrete else parts[-1], m, active)
+            log_std = None if spec.discrete else parts[-1]
+            actions[active] = self._actions(out, log_std, m, active, streams, t)
             actions[~running] = 0  # finished slots: a fixed action, whichever rows were computed
             if spec.discrete:
                 env_actions = actions.reshape(m * e)
             else:
                 env_actions = np.clip(actions, self._low, self._high).reshape(m * e, -1)
+            if draws is not None:
+                draws.step = t + 1  # row 0 was the reset
+            t += 1
             res = env.step(env_actions)
             if describer is not None:
                 rows = np.flatnonzero(running)
@@ -178,18 +206,48 @@ class Evaluator:
         taken, self.log = self.log, []
         return taken
 
-    def _actions(self, out: np.ndarray, log_std, m: int, active: np.ndarray) -> np.ndarray:
+    def _start_call(self, first: int, m: int) -> ParticleStreams | None:
+        """Per-particle streams: this call's, keyed by its number (every worker counts every
+        call, even with no rows of it)."""
+        if not self.per_particle:
+            return None
+        streams = ParticleStreams(self.seed, first, m)
+        streams.rollouts = self.calls
+        streams.start()
+        self.calls += 1
+        return streams
+
+    def _actions(
+        self, out: np.ndarray, log_std, m: int, active: np.ndarray,
+        streams: ParticleStreams | None, t: int,
+    ) -> np.ndarray:  # fmt: skip
         if self.deterministic:
             return out.argmax(axis=-1) if self.spec.discrete else out
         # Noise for all m policies every step: compaction changes the cost, never the result.
-        noise = action_noise(self.spec, (m, *out.shape[1:]), self.rng)[active]
+        if streams is None:
+            noise = action_noise(self.spec, (m, *out.shape[1:]), self.rng)[active]
+        else:
+            noise = streams.at(
+                "action", t, out.shape[1:], lambda g, block: action_noise(self.spec, block, g)
+            )[active]
         return actions_from_noise(self.spec, out, log_std, noise)
 
     def state_dict(self) -> dict:
+        if self.per_particle:  # the envs are reset for every call and draw nothing of their own
+            return {"calls": self.calls}
         envs = {m: env.get_state() for m, env in self._envs.items() if env.is_fast_path}
         return {"rng": self.rng.bit_generator.state, "envs": {**self._pending_env_states, **envs}}
 
     def load_state_dict(self, state: dict) -> None:
+        if ("calls" in state) != self.per_particle:
+            kinds = ("one shared stream", "per-particle streams")
+            raise ValueError(
+                f"the checkpoint's evaluator drew from {kinds['calls' in state]}, this run's "
+                f"from {kinds[self.per_particle]}"
+            )
+        if self.per_particle:
+            self.calls = int(state["calls"])
+            return
         self.rng.bit_generator.state = state["rng"]
         self._resumed = True
         self._envs.clear()

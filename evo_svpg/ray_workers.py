@@ -24,7 +24,8 @@ import numpy as np
 
 from evo_svpg.sampler import NonFiniteError
 from evo_svpg.shard_server import ShardServer
-from evo_svpg.workers import ShardedPool, WorkerDied, WorkerError, shard_bounds
+from evo_svpg.shard_state import shard_bounds
+from evo_svpg.workers import ShardedPool, WorkerDied, WorkerError
 
 START_TIMEOUT = 600.0  # seconds the actors may take to be placed and built
 

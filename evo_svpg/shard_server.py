@@ -16,7 +16,10 @@ class ShardServer:
     estimator state. Methods take the whole ``θ [n, d]`` and use their own rows of it."""
 
     # Besides collect and gradient (whose θ and ∇J travel as the backend chooses):
-    CALLS = ("ready", "sampler_state", "estimator_state", "load_sampler", "load_estimator")
+    CALLS = (
+        "ready", "sampler_state", "estimator_state", "evaluator_state", "load_sampler",
+        "load_estimator", "load_evaluator", "evaluate",
+    )  # fmt: skip
 
     def __init__(self, cfg_data: dict, rows: slice, population: int) -> None:
         set_threads(1)
@@ -55,3 +58,16 @@ class ShardServer:
 
     def load_estimator(self, state: dict) -> None:
         self.shard.estimator.load_state_dict(state)
+
+    def evaluate(self, job: tuple[int, np.ndarray]) -> tuple:
+        """Fresh episodes of candidates ``first …`` of an evaluation (``job = (first,
+        theta_rows)``); every worker is called for every evaluation, with or without rows."""
+        first, theta = job
+        result = self.shard.evaluator.episodes_of(theta, first=first)
+        return result.returns, result.terminated, result.steps
+
+    def evaluator_state(self, _: object = None) -> dict:
+        return self.shard.evaluator.state_dict()
+
+    def load_evaluator(self, state: dict) -> None:
+        self.shard.evaluator.load_state_dict(state)

@@ -18,10 +18,17 @@ something else cannot be cloned across workers.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
 import torch
+
+
+def shard_bounds(n: int, workers: int) -> list[slice]:
+    """``workers`` contiguous row ranges covering ``0 … n − 1``, sizes differing by at most 1."""
+    edges = [round(k * n / workers) for k in range(workers + 1)]
+    return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
 def _is_array(x: Any) -> bool:

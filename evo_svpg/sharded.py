@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from evo_svpg.shard_state import merge_states, reindex_state, split_state
+from evo_svpg.evaluation import EvalEpisodes
+from evo_svpg.shard_state import merge_states, reindex_state, shard_bounds, split_state
 
 
 class Pool(Protocol):
@@ -111,3 +112,36 @@ class ShardedEstimator:
         state is gathered, its per-particle rows reindexed, and handed back."""
         n = self.pool.population
         self.load_state_dict(reindex_state(self.state_dict(), n, parents.numpy()))
+
+
+class ShardedEvaluator:
+    """Stands in for the candidate :class:`~evo_svpg.evaluation.Evaluator` on the learner:
+    the ``m`` candidates of an evaluation are split over the workers (rows in order), each
+    evaluates its share with per-candidate streams, the results are joined."""
+
+    log = None  # no QD records with workers (refused by build_run)
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+
+    def returns(self, theta: np.ndarray) -> tuple[np.ndarray, int]:
+        result = self.episodes_of(theta)
+        return result.returns.mean(axis=1), result.steps
+
+    def episodes_of(self, theta: np.ndarray) -> EvalEpisodes:
+        theta = np.ascontiguousarray(theta, dtype=np.float32)
+        bounds = shard_bounds(theta.shape[0], self.pool.workers)
+        parts = self.pool.call("evaluate", [(b.start, theta[b]) for b in bounds])
+        returns = np.concatenate([p[0] for p in parts])
+        terminated = np.concatenate([p[1] for p in parts])
+        return EvalEpisodes(returns, terminated, sum(p[2] for p in parts), None)
+
+    def take_log(self) -> list:
+        return []
+
+    def state_dict(self) -> dict:
+        states = self.pool.call("evaluator_state")
+        return merge_states(states, [-1] * len(states), "evaluator")  # shared: a call count
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pool.call("load_evaluator", [state] * self.pool.workers)

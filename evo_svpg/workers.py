@@ -24,7 +24,6 @@ the learner is killed.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import multiprocessing as mp
 import signal
 import time
@@ -37,6 +36,7 @@ import numpy as np
 
 from evo_svpg.sampler import NonFiniteError
 from evo_svpg.shard_server import ShardServer
+from evo_svpg.shard_state import shard_bounds
 
 
 class WorkerDied(RuntimeError):
@@ -45,12 +45,6 @@ class WorkerDied(RuntimeError):
 
 class WorkerError(RuntimeError):
     """A worker raised; the message carries its traceback."""
-
-
-def shard_bounds(n: int, workers: int) -> list[slice]:
-    """``workers`` contiguous row ranges covering ``0 … n − 1``, sizes differing by at most 1."""
-    edges = [round(k * n / workers) for k in range(workers + 1)]
-    return [slice(a, b) for a, b in itertools.pairwise(edges)]
 
 
 class ShardedPool:

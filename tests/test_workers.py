@@ -21,9 +21,10 @@ from evo_svpg.callbacks import Callback
 from evo_svpg.cli import main
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import AUTO_WORKERS_MIN_STEPS, build_run
+from evo_svpg.evaluation import Evaluator
 from evo_svpg.loop import train
-from evo_svpg.shard_state import merge_states, reindex_state, split_state
-from evo_svpg.workers import WorkerError, shard_bounds
+from evo_svpg.shard_state import merge_states, reindex_state, shard_bounds, split_state
+from evo_svpg.workers import WorkerError
 
 SMALL = {"particles": 4, "steps_per_particle": 400, "envs_per_particle": 4, "hidden_sizes": (16,)}
 
@@ -64,12 +65,36 @@ def _assert_same(a: list[tuple], b: list[tuple]) -> None:
         ({"estimator": "a2c", "env": "Pendulum-v1"}, 3),  # shards of 1, 2, 1: critics
         ({"mode": "independent", "estimator": "linear-baseline", "sampling": "whole-episodes"}, 2),
         ({"mode": "select", "select_every": 1, "estimator": "a2c"}, 3),  # clones across workers
-        ({"mode": "cem-per-particle"}, 2),  # candidates evaluated on the learner
+        ({"mode": "cem-per-particle"}, 2),  # candidates evaluated on the workers
+        ({"mode": "erl", "env": "Pendulum-v1"}, 3),  # ERL's actors too, 3 shares
     ],
-    ids=["pure", "a2c-pendulum", "whole-episodes", "select-a2c", "cem"],
+    ids=["pure", "a2c-pendulum", "whole-episodes", "select-a2c", "cem", "erl"],
 )
 def test_a_run_computes_the_same_with_any_number_of_workers(keys, workers):
     _assert_same(_trajectory(1, **keys), _trajectory(workers, **keys))
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Pendulum-v1", "CartPole-v0"])
+@pytest.mark.filterwarnings("ignore:.*CartPole-v0 is out of date")
+def test_an_evaluation_split_over_workers_is_the_evaluation_in_one_batch(env_id):
+    """Candidates 0-1 and 2-4 evaluated apart (and an empty share) get the episodes all five
+    get together, call after call (CartPole-v0: the generic gymnasium path)."""
+    run = build_run(RunConfig(**SMALL, env=env_id, workers=1))
+    theta = run.spec.init_params(5, torch.Generator().manual_seed(1)).numpy()
+    keys = {"episodes": 2, "seed": 9, "random_streams": "per-particle", "max_episode_steps": 60}
+    whole = Evaluator(env_id, run.spec, **keys)
+    workers = [Evaluator(env_id, run.spec, **keys) for _ in range(3)]  # one per worker
+    bounds = [(0, 2), (2, 5), (5, 5)]
+    for _ in range(3):
+        one = whole.episodes_of(theta)
+        pairs = zip(workers, bounds, strict=True)
+        shares = [w.episodes_of(theta[a:b], first=a) for w, (a, b) in pairs]
+        np.testing.assert_array_equal(one.returns, np.concatenate([r.returns for r in shares]))
+        np.testing.assert_array_equal(
+            one.terminated, np.concatenate([r.terminated for r in shares])
+        )
+        assert one.steps == sum(r.steps for r in shares)
+    assert [w.state_dict() for w in workers] == [whole.state_dict()] * 3 == [{"calls": 3}] * 3
 
 
 def test_checkpoints_resume_with_another_number_of_workers(tmp_path):
