@@ -104,15 +104,28 @@ def analytic_score_gradient(
     grad = np.zeros((n, spec.n_params), dtype=np.float32)
     chunk_grad = np.empty_like(grad)
     scaled = (weights / m).astype(np.float32)
+    scratch: dict[tuple[int, int, str], np.ndarray] = {}
     for s in range(0, m, CHUNK):
         c = slice(s, s + CHUNK)
         chunk_acts = [a[:, c] for a in activations]
-        _backprop(spec, parts, obs[:, c], actions[:, c], chunk_acts, scaled[:, c], chunk_grad)
+        _backprop(
+            spec, parts, obs[:, c], actions[:, c], chunk_acts, scaled[:, c], chunk_grad, scratch
+        )
         grad += chunk_grad
     return grad
 
 
-def _backprop(spec, parts, obs, actions, activations, w, grad: np.ndarray) -> None:
+def _scratch(scratch: dict, n: int, rows: int, width: int, role: str) -> np.ndarray:
+    """A ``[n, rows, width]`` float32 array reused across chunks. A hidden layer's dL/dh and
+    its ``1 - h^2`` are up to ``n x 1000 x 100`` floats each, which fresh allocations would
+    page in again for every chunk; the arithmetic is the same either way."""
+    key = (rows, width, role)
+    if key not in scratch or scratch[key].shape[0] != n:
+        scratch[key] = np.empty((n, rows, width), dtype=np.float32)
+    return scratch[key]
+
+
+def _backprop(spec, parts, obs, actions, activations, w, grad: np.ndarray, scratch: dict) -> None:
     """Writes ``Σ_t w_t ∇ log π(a_t|s_t)`` of one chunk into ``grad [n, d]``."""
     grad_parts = spec.split(grad)
     w = w[..., None]  # [n, M, 1]
@@ -135,9 +148,12 @@ def _backprop(spec, parts, obs, actions, activations, w, grad: np.ndarray) -> No
         np.matmul(h.transpose(0, 2, 1), dz, out=grad_parts[2 * layer])
         grad_parts[2 * layer + 1][:] = dz.sum(axis=1, keepdims=True)
         if layer:
-            dz = np.matmul(dz, parts[2 * layer].transpose(0, 2, 1))  # ∂/∂h
+            n, rows, width = h.shape  # dL/dh into a reused array; two alternate (reads dz)
+            target = _scratch(scratch, n, rows, width, f"dh{layer % 2}")
+            dz = np.matmul(dz, parts[2 * layer].transpose(0, 2, 1), out=target)  # ∂/∂h
             if spec.activation == "tanh":
-                dz *= 1.0 - h * h
+                slope = np.multiply(h, h, out=_scratch(scratch, n, rows, width, "slope"))
+                dz *= np.subtract(1.0, slope, out=slope)  # 1 - h*h, as `1.0 - h * h` did
             else:
                 dz *= h > 0
 
