@@ -3,8 +3,8 @@
 (j) the batched sampler at 16 particles × 20 envs in one process against the same particles
     sharded over 2 worker processes (CartPole-v1 and the paper's Box2D envs), and the full paper
     CartPole run on 1 and 2 workers, with the time split per operator;
-(k) iterations at n = 16, 64 and 256 particles (10,000 steps each): seconds per million
-    transitions, and the SVGD step's share of the iteration;
+(k) iterations at n = 16, 64 and 256 particles (10,000 steps each; 3 timed after a warm-up
+    one): seconds per million transitions, and the SVGD step's share of the iteration;
 (l) the full paper CartPole run on 2 Ray actors (a local Ray) against 2 local workers.
 """
 
@@ -68,11 +68,14 @@ def sampler_with_workers(env_ids: list[str], transitions: int, repeats: int) -> 
     return out
 
 
-def _timed_run(cfg: RunConfig) -> tuple[float, dict[str, float], float]:
-    """Training wall seconds (no callbacks), seconds per operator, final mean return."""
+def _timed_run(cfg: RunConfig, warmup: int = 0) -> tuple[float, dict[str, float], float]:
+    """Training wall seconds (no callbacks) of the iterations after ``warmup`` untimed ones,
+    seconds per operator over them, final mean return."""
     run = build_run(cfg)
     timer = PhaseTimer()
     try:
+        for _ in range(warmup):  # buffers allocated and paged in, workers warm
+            run_iteration(run)
         start = time.perf_counter()
         record = None
         while not finished(run):
@@ -109,15 +112,15 @@ def full_run_workers(repeats: int, naive_rate: float | None) -> dict:
     return out
 
 
-def population_scaling(sizes: tuple[int, ...] = (16, 64, 256), iterations: int = 2) -> dict:
+def population_scaling(sizes: tuple[int, ...] = (16, 64, 256), iterations: int = 3) -> dict:
     """Seconds per million transitions and SVGD's share of an iteration at each n (one
-    process and 2 workers)."""
+    process and 2 workers), over ``iterations`` iterations after one warm-up iteration."""
     out: dict = {}
     for workers in (1, 2):
         for n in sizes:
-            cfg = RunConfig(particles=n, iterations=iterations, workers=workers)
+            cfg = RunConfig(particles=n, iterations=iterations + 1, workers=workers)
             torch.manual_seed(0)
-            wall, phase, _ = _timed_run(cfg)
+            wall, phase, _ = _timed_run(cfg, warmup=1)
             per_million = wall / (n * 10_000 * iterations / 1e6)
             svgd = phase.get("SteinDirection", 0.0) / wall
             out[f"{workers}w_n{n}"] = {"s_per_M": per_million, "svgd_share": svgd}
