@@ -22,9 +22,15 @@ import numpy as np
 from evo_svpg.behaviour import Describer
 from evo_svpg.envs import BatchedEnv, make_batched_env
 from evo_svpg.envs.base import ObservationRoles
-from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
+from evo_svpg.policy import (
+    PolicySpec,
+    action_noise,
+    actions_from_noise,
+    forward_numpy,
+    keyed_action_noise,
+)
 from evo_svpg.settings import Settings, positive_int, register_settings, setting
-from evo_svpg.streams import ParticleStreams, ResetDraws, keyed_generator
+from evo_svpg.streams import ParticleStreams, ResetDraws
 
 logger = logging.getLogger("evo_svpg")
 
@@ -148,8 +154,7 @@ class Evaluator:
         if self.descriptor is not None:
             describer = Describer.for_env(self.descriptor, spec, env, roles=self.roles)
         if streams is not None and draws is None:  # generic env: slots seeded as in one batch
-            restart = keyed_generator(self.seed, 103, streams.rollouts)
-            obs = env.reset(seed=int(restart.integers(2**30)) + first * e)
+            obs = env.reset(seed=streams.generic_reset_seed(e))
         else:
             obs = env.reset()
         t = 0
@@ -227,9 +232,7 @@ class Evaluator:
         if streams is None:
             noise = action_noise(self.spec, (m, *out.shape[1:]), self.rng)[active]
         else:
-            noise = streams.at(
-                "action", t, out.shape[1:], lambda g, block: action_noise(self.spec, block, g)
-            )[active]
+            noise = keyed_action_noise(self.spec, streams, t, out.shape[1:])[active]
         return actions_from_noise(self.spec, out, log_std, noise)
 
     def state_dict(self) -> dict:

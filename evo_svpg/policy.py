@@ -214,6 +214,12 @@ def action_noise(spec: PolicySpec, shape: tuple[int, ...], rng: np.random.Genera
     return rng.standard_normal(shape, dtype=np.float32)
 
 
+def keyed_action_noise(spec: PolicySpec, streams, t: int, step_shape: tuple[int, ...]):
+    """:func:`action_noise` of step ``t`` from per-particle streams
+    (:class:`evo_svpg.streams.ParticleStreams`): ``[n, *step_shape]``."""
+    return streams.at("action", t, step_shape, lambda g, block: action_noise(spec, block, g))
+
+
 def actions_from_noise(
     spec: PolicySpec, out: np.ndarray, log_std: np.ndarray | None, noise: np.ndarray
 ) -> np.ndarray:

@@ -27,9 +27,15 @@ import numpy as np
 
 from evo_svpg.behaviour import Behaviours, Describer
 from evo_svpg.envs import BatchedEnv
-from evo_svpg.policy import PolicySpec, action_noise, actions_from_noise, forward_numpy
+from evo_svpg.policy import (
+    PolicySpec,
+    action_noise,
+    actions_from_noise,
+    forward_numpy,
+    keyed_action_noise,
+)
 from evo_svpg.settings import Settings, register_settings, setting
-from evo_svpg.streams import RANDOM_STREAMS, ParticleStreams, ResetDraws, keyed_generator
+from evo_svpg.streams import RANDOM_STREAMS, ParticleStreams, ResetDraws
 
 SAMPLINGS = ("continuing", "whole-episodes")
 
@@ -261,10 +267,7 @@ class Sampler:
         """Reset a gymnasium (generic) env so that slot ``s`` is seeded from (seed, rollouts
         so far, s) whatever the sharding (gymnasium seeds copy ``i`` with ``seed + i``); its
         copies then draw from their own generators."""
-        streams = self.streams
-        restart = keyed_generator(streams.seed, 103, streams.rollouts)
-        first_slot = streams.first * self.envs_per_particle
-        return self.env.reset(seed=int(restart.integers(2**30)) + first_slot)
+        return self.env.reset(seed=self.streams.generic_reset_seed(self.envs_per_particle))
 
     def _start_rollout(self, reset_row_offset: int) -> None:
         if self.streams is not None:
@@ -276,9 +279,7 @@ class Sampler:
     def _action_noise(self, t: int, shape: tuple[int, ...]) -> np.ndarray:
         if self.streams is None:
             return action_noise(self.spec, shape, self.rng)
-        return self.streams.at(
-            "action", t, shape[1:], lambda g, block: action_noise(self.spec, block, g)
-        )
+        return keyed_action_noise(self.spec, self.streams, t, shape[1:])
 
     def _policy(self, theta: np.ndarray) -> tuple:
         parts = self.spec.split(theta)

@@ -22,6 +22,7 @@ import numpy as np
 
 RANDOM_STREAMS = ("per-particle", "shared")
 _FAMILY_TAG = 1_000_003  # keeps these keys apart from cfg.subseed's [seed, stream]
+_GENERIC_RESET_TAG = 103  # the generic envs' reset seeds
 
 Draw = Callable[[np.random.Generator, tuple[int, ...]], np.ndarray]
 
@@ -85,6 +86,13 @@ class ParticleStreams:
             family.block_start = family.next_start
             family.next_start += self.chunk
         return family.block[:, t - family.block_start]
+
+    def generic_reset_seed(self, envs_per_particle: int) -> int:
+        """The ``reset(seed=...)`` for a gymnasium (generic) env of these particles in the
+        current rollout: gymnasium seeds copy ``i`` with ``seed + i``, so slot ``s`` of the
+        population gets the same seed however the rows are split."""
+        restart = keyed_generator(self.seed, _GENERIC_RESET_TAG, self.rollouts)
+        return int(restart.integers(2**30)) + self.first * envs_per_particle
 
     def state_dict(self) -> dict:
         return {"rollouts": self.rollouts}
