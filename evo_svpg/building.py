@@ -15,10 +15,10 @@ import numpy as np
 import threadpoolctl
 import torch
 
-from evo_svpg.behaviour import bounded
+from evo_svpg.behaviour import Describer, bounded
 from evo_svpg.config import RunConfig
 from evo_svpg.envs import BatchedEnv, make_batched_env
-from evo_svpg.evaluation import Evaluator
+from evo_svpg.evaluation import EvaluatorSpec
 from evo_svpg.operators import Build
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
@@ -103,16 +103,16 @@ def keep_freed_memory() -> bool:
 
 @dataclass
 class Shard:
-    """What a worker owns: its particles' sampler and estimator, and an evaluator."""
+    """What a worker owns: its particles' sampler and estimator."""
 
     sampler: Sampler
     estimator: object
-    evaluator: Evaluator  # the worker's share of candidate evaluations
 
 
-def build_shard(cfg_data: dict, rows: slice, population: int) -> Shard:
+def build_shard(cfg_data: dict, rows: slice, population: int, describe: bool = False) -> Shard:
     """A worker's part of the run of ``cfg_data`` (:meth:`RunConfig.to_dict`): the sampler and
-    estimator of population rows ``rows``, drawing and starting as one process would."""
+    estimator of population rows ``rows``, drawing and starting as one process would;
+    ``describe``: the sampler also describes its episodes' behaviours (novelty, QD)."""
     cfg = RunConfig(**cfg_data)
     layout = MODES.get(cfg.mode).layout(cfg)
     count = rows.stop - rows.start
@@ -124,23 +124,24 @@ def build_shard(cfg_data: dict, rows: slice, population: int) -> Shard:
     spec = policy_spec_for(env, cfg)
     b = Build(cfg, spec, env, count, ParticleShards(count, 1), rows.start, population)
     estimator = ESTIMATORS.get(cfg.estimator).build(b)
-    return Shard(make_sampler(cfg, env, spec, rows), estimator, make_evaluator(cfg, spec))
+    describer = None
+    if describe:
+        behaviour = cfg["behaviour"]
+        describer = Describer.for_env(behaviour.descriptor, spec, env, roles=behaviour.roles)
+    return Shard(make_sampler(cfg, env, spec, rows, describer), estimator)
 
 
-def make_evaluator(cfg: RunConfig, spec: PolicySpec, described: bool = False) -> Evaluator:
+def candidate_evaluator(cfg: RunConfig, spec: PolicySpec, described: bool = False) -> EvaluatorSpec:
     """The candidate evaluator (CEM/CMA-ES candidates, ERL actors): the one place its seed and
-    streams are chosen, for the learner and a worker alike. ``described``: every episode is
-    also described and logged (the QD grid archive reads them; one process only)."""
+    streams are chosen. ``described``: every episode is also described and logged (the QD grid
+    archive reads them)."""
     behaviour = cfg["behaviour"]
-    evaluator = Evaluator(
+    return EvaluatorSpec(
         cfg.env, spec, cfg["evaluation"].eval_episodes, cfg.subseed(3),
         descriptor=behaviour.descriptor if described else None, roles=behaviour.roles,
         max_episode_steps=cfg.max_episode_steps or None,
-        random_streams=cfg["sampling"].random_streams,
+        random_streams=cfg["sampling"].random_streams, log=described,
     )  # fmt: skip
-    if described:
-        evaluator.log = []  # candidate evaluations are offered to the QD grid archive too
-    return evaluator
 
 
 def make_sampler(

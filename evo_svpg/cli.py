@@ -131,7 +131,7 @@ def check_run_flags(flags: list[str]) -> RunConfig:
     environment, observation bounds, memory). Runners call it for every mode first."""
     cfg = config_of_flags(flags)
     run = build_run(cfg.replace(workers=1, backend="local", address=""))  # no processes
-    resolve_workers(cfg, run.layout, run.needs)  # what a sharded run refuses
+    resolve_workers(cfg, run.layout)  # what a sharded run refuses
     run.env.close()
     return cfg
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 
 from evo_svpg.behaviour import Describer
 from evo_svpg.building import (
+    candidate_evaluator,
     check_memory,
     keep_freed_memory,
-    make_evaluator,
     make_sampler,
     policy_spec_for,
     set_threads,
@@ -58,7 +59,6 @@ class Run:
     # False while an iteration is half done: only a state at an iteration boundary is saved.
     at_boundary: bool = True
     pool: WorkerPool | RayWorkerPool | None = None  # workers holding particle shards, if any
-    needs: frozenset[str] = frozenset()  # what the operators need (check_composition)
 
     def close(self) -> None:
         """Stop the run's workers (processes or Ray actors), if any (idempotent)."""
@@ -119,7 +119,11 @@ def build_run(
     )
     spec = policy_spec_for(env, cfg)
     params = spec.init_params(layout.policies, torch.Generator().manual_seed(cfg.subseed(0)))
-    b = Build(cfg, spec, env, layout.policies, ParticleShards(layout.policies, cfg.threads))
+    pool = _plan_pool(cfg, layout, spec, resolve_workers(cfg, layout))
+    b = Build(
+        cfg, spec, env, layout.policies, ParticleShards(layout.policies, cfg.threads),
+        evaluators=None if pool is None else partial(ShardedEvaluator, pool),
+    )  # fmt: skip
     estimator_entry = ESTIMATORS.get(cfg.estimator)
     estimator = estimator_entry.build(b)
     names = cfg.operator_names
@@ -145,32 +149,33 @@ def build_run(
             f"estimator={cfg.estimator!r} does not support sampling='whole-episodes'; choose one "
             f"of {[n for n, e in ESTIMATORS.items() if e.capabilities.whole_episodes]}"
         )
-    workers = resolve_workers(cfg, layout, needs)
-    pool = None
-    if cfg.backend == "ray":
-        pool = RayWorkerPool(cfg, layout.policies, workers, cfg.address)
-    elif workers > 1:
-        pool = WorkerPool(cfg, layout.policies, spec.n_params, workers)
+    evaluator = b.evaluator(candidate_evaluator(cfg, spec, described="evaluation_log" in needs))
     if pool is not None:
+        pool.start(frozenset(needs))
         sampler = ShardedSampler(pool, whole, layout.envs_per_policy)
         estimator = ShardedEstimator(pool, component_name(estimator))
     else:
         sampler = make_sampler(cfg, env, spec, slice(0, layout.policies), describer)
-    if pool is not None:
-        evaluator = ShardedEvaluator(pool)
-    else:
-        evaluator = make_evaluator(cfg, spec, described="evaluation_log" in needs)
     steps_per_env = layout.steps_per_policy // layout.envs_per_policy
     ctx = Context(spec, sampler, estimator, steps_per_env, evaluator)
     window = 1 if whole else pooling_window(env.max_episode_steps, steps_per_env)
     returns = ReturnWindow(window, layout.policies)
-    return Run(
-        cfg, layout, spec, env, ctx, operators, PopulationState(params), returns, pool=pool,
-        needs=frozenset(needs),
-    )  # fmt: skip
+    return Run(cfg, layout, spec, env, ctx, operators, PopulationState(params), returns, pool=pool)
 
 
-def resolve_workers(cfg: RunConfig, layout: Layout, needs: set[str]) -> int:
+def _plan_pool(
+    cfg: RunConfig, layout: Layout, spec: PolicySpec, workers: int
+) -> WorkerPool | RayWorkerPool | None:
+    """The pool of ``workers`` shards the run will start once its operators are built (they
+    open their evaluators on it first), or None: everything in this process."""
+    if cfg.backend == "ray":
+        return RayWorkerPool(cfg, layout.policies, workers, cfg.address)
+    if workers > 1:
+        return WorkerPool(cfg, layout.policies, spec.n_params, workers)
+    return None
+
+
+def resolve_workers(cfg: RunConfig, layout: Layout) -> int:
     """The number of workers ``cfg.workers`` asks for (0: auto, see its doc; with the Ray
     backend 0 stays 0: one per CPU of the cluster); ValueError for a run that cannot be
     sharded so, naming why."""
@@ -178,7 +183,7 @@ def resolve_workers(cfg: RunConfig, layout: Layout, needs: set[str]) -> int:
     ray = cfg.backend == "ray"
     if cfg.workers == 0 and not ray:
         steps = layout.policies * layout.steps_per_policy
-        if streams != "per-particle" or "behaviours" in needs or steps < AUTO_WORKERS_MIN_STEPS:
+        if streams != "per-particle" or steps < AUTO_WORKERS_MIN_STEPS:
             return 1
         return max(1, min(len(os.sched_getaffinity(0)), layout.policies))
     if cfg.workers > 1 or ray:
@@ -194,12 +199,6 @@ def resolve_workers(cfg: RunConfig, layout: Layout, needs: set[str]) -> int:
                 f"{asked} needs random_streams='per-particle' (random_streams={streams!r} "
                 "draws one stream for all particles, which a shard cannot reproduce); use "
                 "workers=1 and backend='local' for it"
-            )
-        if "behaviours" in needs:
-            qd = " with qd_every" if cfg["qd"].every else ""
-            raise ValueError(
-                f"{asked}: mode={cfg.mode!r}{qd} reads every transition's behaviour on the "
-                "learner (novelty, QD); use workers=1 and backend='local'"
             )
     return cfg.workers
 

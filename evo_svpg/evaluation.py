@@ -57,7 +57,53 @@ class EvalEpisodes:
     descriptors: np.ndarray | None  # [m, e, D] behaviour descriptors, if the evaluator has one
 
 
-class Evaluator:
+class EvaluationLog:
+    """Every evaluated batch kept until :meth:`take_log` when ``log`` is a list (the QD grid
+    archive is offered every episode a run pays for); None keeps nothing."""
+
+    log: list[EvalEpisodes] | None = None
+
+    def _logged(self, result: EvalEpisodes) -> EvalEpisodes:
+        if self.log is not None:
+            self.log.append(result)
+        return result
+
+    def take_log(self) -> list[EvalEpisodes]:
+        """The batches evaluated since the last call (empty unless ``log`` is a list)."""
+        if self.log is None:
+            return []
+        taken, self.log = self.log, []
+        return taken
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    """An :class:`Evaluator` as data: the learner and every worker build the same one from it
+    (:meth:`build`), so an operator's evaluations can be shared out over particle shards."""
+
+    env_id: str
+    policy: PolicySpec
+    episodes: int
+    seed: int
+    deterministic: bool = False
+    descriptor: str | None = None
+    roles: ObservationRoles | None = None
+    max_episode_steps: int | None = None
+    random_streams: str = "shared"
+    log: bool = False  # keep every evaluated batch until ``take_log()`` (the QD grid archive)
+
+    def build(self) -> Evaluator:
+        evaluator = Evaluator(
+            self.env_id, self.policy, self.episodes, self.seed,
+            deterministic=self.deterministic, descriptor=self.descriptor, roles=self.roles,
+            max_episode_steps=self.max_episode_steps, random_streams=self.random_streams,
+        )  # fmt: skip
+        if self.log:
+            evaluator.log = []
+        return evaluator
+
+
+class Evaluator(EvaluationLog):
     """Mean undiscounted return of ``episodes`` fresh episodes per policy.
 
     Actions are drawn from the stochastic policy, as in training, so the evaluated fitness is
@@ -90,8 +136,7 @@ class Evaluator:
         self.compact, self.deterministic, self.descriptor = compact, deterministic, descriptor
         self.roles = roles  # the (x, v) entries the descriptor reads; None: the env's own
         self.max_episode_steps = max_episode_steps
-        # Set to a list to keep every evaluated batch until take_log() (QD measurements).
-        self.log: list[EvalEpisodes] | None = None
+        self.log = None  # a list: keep every evaluated batch until take_log() (EvaluationLog)
         self._resumed = False
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0]))
         self._envs: dict[int, BatchedEnv] = {}
@@ -199,17 +244,7 @@ class Evaluator:
                 active = active[still]
                 parts = spec.split(theta[active])
         descriptors = None if describer is None else describer.acc.peek().reshape(m, e, -1)
-        result = EvalEpisodes(total, terminated, int(length.sum()), descriptors)
-        if self.log is not None:
-            self.log.append(result)
-        return result
-
-    def take_log(self) -> list[EvalEpisodes]:
-        """The batches evaluated since the last call (empty unless ``log`` is a list)."""
-        if self.log is None:
-            return []
-        taken, self.log = self.log, []
-        return taken
+        return self._logged(EvalEpisodes(total, terminated, int(length.sum()), descriptors))
 
     def _start_call(self, first: int, m: int) -> ParticleStreams | None:
         """Per-particle streams: this call's, keyed by its number (every worker counts every

@@ -55,17 +55,25 @@ class RayWorkerPool(ShardedPool):
     used as it is, whatever ``address`` says."""
 
     def __init__(self, cfg: Any, population: int, workers: int, address: str) -> None:
-        ray = self.ray = _ray()
-        self.population = population
-        self._started = not ray.is_initialized()
+        super().__init__()
+        self.ray = _ray()
+        self.cfg, self.population, self.requested, self.address = cfg, population, workers, address
+        self._own_ray = False
         self._closed = False
-        if self._started:  # "local": a new Ray even if RAY_ADDRESS or `ray start` has one
-            local = {} if address else {"num_cpus": max(os.cpu_count() or 1, workers)}
+
+    def start(self, needs: frozenset[str]) -> None:
+        """Start (or join) Ray and place the actors, each building its shard for operators
+        that need ``needs``."""
+        ray, address, population = self.ray, self.address, self.population
+        self.started = True
+        self._own_ray = not ray.is_initialized()
+        if self._own_ray:  # "local": a new Ray even if RAY_ADDRESS or `ray start` has one
+            local = {} if address else {"num_cpus": max(os.cpu_count() or 1, self.requested)}
             ray.init(address=address or "local", include_dashboard=False,
                      logging_level="WARNING", **local)  # fmt: skip
         try:
             cpus = int(ray.cluster_resources().get("CPU", 0))
-            workers = workers or max(1, min(cpus, population))
+            workers = self.requested or max(1, min(cpus, population))
             if workers > cpus:
                 raise ValueError(
                     f"workers={workers} but the Ray cluster at {address or 'this machine'} has "
@@ -73,8 +81,9 @@ class RayWorkerPool(ShardedPool):
                 )
             self.bounds = shard_bounds(population, workers)
             actor = ray.remote(num_cpus=1, max_restarts=0)(ShardServer)
-            data = cfg.to_dict()
-            self.actors = [actor.remote(data, rows, population) for rows in self.bounds]
+            build = (population, frozenset(needs), tuple(self.evaluators))
+            data = self.cfg.to_dict()
+            self.actors = [actor.remote(data, rows, *build) for rows in self.bounds]
             self._get([a.ready.remote() for a in self.actors], start_timeout=START_TIMEOUT)
         except BaseException:
             self.close()
@@ -99,8 +108,8 @@ class RayWorkerPool(ShardedPool):
     def _get(self, refs: list, start_timeout: float | None = None) -> list:
         """The replies in shard order; a dead actor or one that raised stops the run, naming
         it. ``start_timeout``: seconds for all of them together (the actors' start)."""
-        if self._closed:
-            raise RuntimeError("the worker pool is closed")
+        if self._closed or not self.started:
+            raise RuntimeError(f"the worker pool is {'closed' if self._closed else 'not started'}")
         errors = self.ray.exceptions
         starting = start_timeout is not None
         deadline = time.monotonic() + (start_timeout or 0.0)
@@ -144,5 +153,5 @@ class RayWorkerPool(ShardedPool):
         for actor in getattr(self, "actors", []):
             with contextlib.suppress(Exception):
                 self.ray.kill(actor)
-        if self._started and self.ray.is_initialized():
+        if self._own_ray and self.ray.is_initialized():
             self.ray.shutdown()

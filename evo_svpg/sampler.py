@@ -101,6 +101,11 @@ class Rollout:
         return self.obs.shape[1]
 
     @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(T, n, E)``: steps, particles, envs per particle."""
+        return self.rewards.shape
+
+    @property
     def steps_taken(self) -> int:
         """Env steps this rollout counts (all particles): what ``env_steps`` is charged."""
         if self.valid is None:

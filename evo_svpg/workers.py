@@ -48,10 +48,23 @@ class WorkerError(RuntimeError):
 
 
 class ShardedPool:
-    """What both backends share: the shards' row ranges and whether the pool is closed."""
+    """What both backends share: a pool is planned (its evaluators opened, see
+    :class:`~evo_svpg.sharded.ShardedEvaluator`) while the run's operators are built, then
+    started with what they need; the shards' row ranges; whether the pool is closed."""
 
     bounds: list[slice]
     _closed: bool = False
+
+    def __init__(self) -> None:
+        self.evaluators: list = []  # EvaluatorSpec of every evaluator opened, by key
+        self.started = False
+
+    def open_evaluator(self, spec) -> int:
+        """Have every worker build an evaluator from ``spec``; its key."""
+        if self.started:
+            raise RuntimeError("evaluators are opened before the worker pool starts")
+        self.evaluators.append(spec)
+        return len(self.evaluators) - 1
 
     @property
     def workers(self) -> int:
@@ -80,22 +93,23 @@ class _SharedArray:
 
 def _worker_main(
     conn: connection.Connection,
-    cfg_data: dict,
     rows: slice,
-    population: int,
     theta_name: str,
     grads_name: str,
     d: int,
+    build: tuple,
 ) -> None:
-    """A worker process: build the shard, then serve the learner's commands until it says
-    close or goes away. ``θ`` is read from, ``∇J`` written to shared memory."""
+    """A worker process: build the shard (``build``: the :class:`ShardServer` arguments after
+    ``rows``), then serve the learner's commands until it says close or goes away. ``θ`` is
+    read from, ``∇J`` written to shared memory."""
     for stop in (signal.SIGINT, signal.SIGTERM):  # the learner's to handle (module docstring)
         signal.signal(stop, signal.SIG_IGN)
     theta = grads = None
     try:
+        cfg_data, population, needs, evaluators = build
         theta = _SharedArray((population, d), theta_name)
         grads = _SharedArray((population, d), grads_name)
-        server = ShardServer(cfg_data, rows, population)
+        server = ShardServer(cfg_data, rows, population, needs, evaluators)
         conn.send(("ready", None))
         while True:
             try:
@@ -131,14 +145,21 @@ class WorkerPool(ShardedPool):
     """N worker processes, each owning a shard of the population (see the module docstring)."""
 
     def __init__(self, cfg: Any, population: int, d: int, workers: int) -> None:
-        self.population, self.d = population, d
+        super().__init__()
+        self.cfg, self.population, self.d = cfg, population, d
         self.bounds = shard_bounds(population, workers)
-        self.theta = _SharedArray((population, d))
-        self.grads = _SharedArray((population, d))
         self.processes: list[mp.Process] = []
         self.conns: list[connection.Connection] = []
         self._closed = False
         self._starting = True
+        self._finalizer = None
+
+    def start(self, needs: frozenset[str]) -> None:
+        """Spawn the workers, each building its shard for operators that need ``needs``."""
+        self.started = True
+        population, d = self.population, self.d
+        self.theta = _SharedArray((population, d))
+        self.grads = _SharedArray((population, d))
         # Unlink the memory and stop the workers however this object goes away; at exit this
         # runs before multiprocessing joins its children (which ignore its SIGTERM).
         self._finalizer = mp_util.Finalize(
@@ -146,14 +167,13 @@ class WorkerPool(ShardedPool):
             exitpriority=10,
         )  # fmt: skip
         context = mp.get_context("spawn")  # no fork: torch and BLAS threads do not survive it
-        data = cfg.to_dict()
+        build = (self.cfg.to_dict(), population, frozenset(needs), tuple(self.evaluators))
         try:
             for rows in self.bounds:
                 here, there = context.Pipe()
                 process = context.Process(
                     target=_worker_main,
-                    args=(there, data, rows, population, self.theta.shm.name,
-                          self.grads.shm.name, d),
+                    args=(there, rows, self.theta.shm.name, self.grads.shm.name, d, build),
                     name=f"evo-svpg-worker-{len(self.processes)}",
                     daemon=True,
                 )  # fmt: skip
@@ -245,8 +265,8 @@ class WorkerPool(ShardedPool):
 
     def command(self, command: str, args: list | None = None) -> list:
         """Send ``command`` to every worker (``args[k]`` to worker ``k``); their replies."""
-        if self._closed:
-            raise RuntimeError("the worker pool is closed")
+        if self._closed or not self.started:
+            raise RuntimeError(f"the worker pool is {'closed' if self._closed else 'not started'}")
         args = args if args is not None else [None] * self.workers
         try:
             for k, conn in enumerate(self.conns):
@@ -264,7 +284,8 @@ class WorkerPool(ShardedPool):
         if self._closed:
             return
         self._closed = True
-        self._finalizer()
+        if self._finalizer is not None:
+            self._finalizer()
 
 
 def _shutdown(processes, conns, theta: _SharedArray, grads: _SharedArray) -> None:

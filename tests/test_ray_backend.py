@@ -16,8 +16,20 @@ from evo_svpg.workers import WorkerDied
 ray = pytest.importorskip("ray", reason="the [ray] extra is not installed")
 
 
-def test_ray_actors_compute_what_local_workers_compute():
-    keys = {"estimator": "a2c", "mode": "select", "select_every": 1}
+@pytest.mark.parametrize(
+    "keys",
+    [
+        {"estimator": "a2c", "mode": "select", "select_every": 1},
+        {
+            "mode": "novelty-reward",
+            "env": "evo_svpg/MountainCarSparse-v0",
+            "qd_every": 1,
+            "max_episode_steps": 150,
+        },  # behaviours, the episode signal and the QD tests on Ray
+    ],
+    ids=["select-a2c", "novelty-qd"],
+)
+def test_ray_actors_compute_what_local_workers_compute(keys):
     _assert_same(_trajectory(2, **keys), _trajectory(2, backend="ray", **keys))
     assert not ray.is_initialized()  # the run stopped the local Ray it started
 

@@ -30,7 +30,8 @@ SMALL = {"particles": 4, "steps_per_particle": 400, "envs_per_particle": 4, "hid
 
 
 def _trajectory(workers: int, **keys) -> list[tuple]:
-    """Per iteration: each particle's returns, ∇J norms, the parameters and the scalars."""
+    """Per iteration: each particle's returns, ∇J norms, the parameters, the scalars, the env
+    steps and the operators' arrays (the QD records)."""
     run = build_run(RunConfig(**{**SMALL, "iterations": 3, **keys, "workers": workers}))
     assert run.workers == workers
     seen = []
@@ -38,8 +39,10 @@ def _trajectory(workers: int, **keys) -> list[tuple]:
     class Keep(Callback):
         def on_iteration(self, run, record):
             params = run.state.params.clone()
+            arrays = {k: v for op in run.operators if hasattr(op, "arrays")
+                      for k, v in op.arrays().items()}  # QD: grids, visitation  # fmt: skip
             seen.append((record.return_mean, record.episodes, record.grad_norm, params,
-                         dict(record.scalars), record.env_steps))  # fmt: skip
+                         dict(record.scalars), record.env_steps, arrays))  # fmt: skip
 
     try:
         train(run, [Keep()])
@@ -54,8 +57,9 @@ def _assert_same(a: list[tuple], b: list[tuple]) -> None:
         np.testing.assert_array_equal(x[1], y[1], err_msg=f"episodes, iteration {it}")
         np.testing.assert_array_equal(x[2], y[2], err_msg=f"grad norms, iteration {it}")
         assert torch.equal(x[3], y[3]), f"params, iteration {it}"
-        assert x[4] == y[4], f"scalars, iteration {it}"
+        np.testing.assert_equal(x[4], y[4], err_msg=f"scalars, iteration {it}")  # NaN == NaN
         assert x[5] == y[5], f"env steps, iteration {it}"
+        np.testing.assert_equal(x[6], y[6], err_msg=f"operator arrays, iteration {it}")
 
 
 @pytest.mark.parametrize(
@@ -67,8 +71,34 @@ def _assert_same(a: list[tuple], b: list[tuple]) -> None:
         ({"mode": "select", "select_every": 1, "estimator": "a2c"}, 3),  # clones across workers
         ({"mode": "cem-per-particle"}, 2),  # candidates evaluated on the workers
         ({"mode": "erl", "env": "Pendulum-v1"}, 3),  # ERL's actors too, 3 shares
+        # Behaviours described on the workers, novelty's episode signal sent back to them:
+        ({"mode": "novelty", "env": "evo_svpg/MountainCarSparse-v0", "max_episode_steps": 150}, 3),
+        ({"mode": "select-novelty", "select_every": 1, "env": "MountainCar-v0"}, 2),
+        # QD records: grid, visitation, the training and CEM candidates' descriptors and the
+        # deterministic success tests, all gathered from the workers:
+        ({"mode": "cem-per-particle", "env": "evo_svpg/MountainCarSparse-v0", "qd_every": 1}, 3),
+        (
+            {
+                "mode": "novelty-reward",
+                "env": "MountainCarContinuous-v0",
+                "qd_every": 2,
+                "max_episode_steps": 120,
+            },
+            2,
+        ),
     ],
-    ids=["pure", "a2c-pendulum", "whole-episodes", "select-a2c", "cem", "erl"],
+    ids=[
+        "pure",
+        "a2c-pendulum",
+        "whole-episodes",
+        "select-a2c",
+        "cem",
+        "erl",
+        "novelty",
+        "select-novelty",
+        "cem-qd",
+        "novelty-reward-qd",
+    ],
 )
 def test_a_run_computes_the_same_with_any_number_of_workers(keys, workers):
     _assert_same(_trajectory(1, **keys), _trajectory(workers, **keys))
@@ -97,11 +127,21 @@ def test_an_evaluation_split_over_workers_is_the_evaluation_in_one_batch(env_id)
     assert [w.state_dict() for w in workers] == [whole.state_dict()] * 3 == [{"calls": 3}] * 3
 
 
-def test_checkpoints_resume_with_another_number_of_workers(tmp_path):
-    """Two iterations on 2 workers, resumed on 3, then on 1: metrics.csv and scalars.csv are
-    those of an uninterrupted one-process run."""
+@pytest.mark.parametrize(
+    "mode_flags",
+    [
+        ["--estimator", "a2c"],
+        # the describers' running episodes, the novelty archive and the QD records and tester
+        ["--mode", "novelty", "--env", "evo_svpg/MountainCarSparse-v0", "--qd-every", "1",
+         "--max-episode-steps", "150"],
+    ],
+    ids=["a2c", "novelty-qd"],
+)  # fmt: skip
+def test_checkpoints_resume_with_another_number_of_workers(tmp_path, mode_flags):
+    """Two iterations on 2 workers, resumed on 3, then on 1: metrics.csv and scalars.csv (and
+    qd.npz) are those of an uninterrupted one-process run."""
     flags = ["--particles", "4", "--steps-per-particle", "400", "--envs-per-particle", "4",
-             "--hidden-sizes", "16", "--checkpoint-every", "1", "--estimator", "a2c"]  # fmt: skip
+             "--hidden-sizes", "16", "--checkpoint-every", "1", *mode_flags]  # fmt: skip
     one, split = tmp_path / "one", tmp_path / "split"
     run = lambda *args: main(["run", *map(str, args)])  # noqa: E731
     assert run(*flags, "--iterations", "4", "--workers", "1", "--out", one) == 0
@@ -110,6 +150,9 @@ def test_checkpoints_resume_with_another_number_of_workers(tmp_path):
     assert run("--resume", split, "--iterations", "4", "--workers", "1") == 0
     for name in ("metrics.csv", "scalars.csv"):
         assert (one / name).read_bytes() == (split / name).read_bytes(), name
+    if (one / "qd.npz").exists():
+        with np.load(one / "qd.npz") as a, np.load(split / "qd.npz") as b:
+            np.testing.assert_equal(dict(a), dict(b))
 
 
 def _cli(*args, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -126,7 +169,6 @@ def _cli(*args, check: bool = True, **kw) -> subprocess.CompletedProcess:
         ({"mode": "joint", "workers": 2}, r"workers=2 but mode='joint' has 1 policy"),
         ({"workers": 5}, r"workers=5 .* use workers <= 4"),
         ({"workers": 2, "random_streams": "shared"}, r"needs random_streams='per-particle'"),
-        ({"workers": 2, "mode": "novelty"}, r"mode='novelty' reads every transition's behaviour"),
     ],
 )
 def test_a_run_that_cannot_be_sharded_so_is_refused_with_the_reason(keys, message):

@@ -9,7 +9,8 @@ checkpoint is written, so it may return references to the operator's own arrays.
 
 The contract (:class:`Contract`) is declared with class attributes, each with a default:
 ``needs`` (what the run must build for it: ``sampler``, ``estimator``, ``evaluator``,
-``behaviours``, ``evaluation_log``), ``reads`` and ``writes`` (fields of
+``behaviours``, ``evaluation_log``, ``final_obs``: the rollout's final observations, which
+workers otherwise keep), ``reads`` and ``writes`` (fields of
 :class:`PopulationState`; ``episode_signal`` is the rollout's). ``build_run`` refuses a
 composition in which an operator reads a field that nothing before it in the iteration wrote;
 :func:`evo_svpg.testing.check_operator` checks an operator against the rest of the contract.
@@ -30,13 +31,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from evo_svpg.evaluation import EvaluatorSpec
 from evo_svpg.parallel import ParticleShards
 from evo_svpg.policy import PolicySpec
 from evo_svpg.registry import OPERATORS, ComponentEntry
 from evo_svpg.sampler import NonFiniteError, Rollout, Sampler
 
 STATE_FIELDS = ("params", "rollout", "episode_signal", "grads", "direction", "fitness", "parents")
-RESOURCES = ("sampler", "estimator", "evaluator", "behaviours", "evaluation_log")
+RESOURCES = ("sampler", "estimator", "evaluator", "behaviours", "evaluation_log", "final_obs")
 
 
 class Estimator(Protocol):
@@ -105,10 +107,18 @@ class Build:
     # population and cut to these rows, so that a shard starts as its rows of one process.
     first: int = 0
     population: int | None = None
+    # Builds an operator's evaluator from its spec: in this process (None), or on every worker
+    # of a sharded run (:class:`~evo_svpg.sharded.ShardedEvaluator`).
+    evaluators: Callable[[EvaluatorSpec], Any] | None = None
 
     @property
     def rows(self) -> slice:
         return slice(self.first, self.first + self.policies)
+
+    def evaluator(self, spec: EvaluatorSpec) -> Any:
+        """An evaluator built from ``spec`` where the run evaluates: use this, not
+        ``spec.build()``, so a sharded run shares its evaluations out over the workers."""
+        return spec.build() if self.evaluators is None else self.evaluators(spec)
 
     def subseed(self, stream: int) -> int:
         return self.cfg.subseed(stream)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from evo_svpg.behaviour import Describer, bounded
-from evo_svpg.evaluation import EvalEpisodes, Evaluator
+from evo_svpg.evaluation import EvalEpisodes, Evaluator, EvaluatorSpec
 from evo_svpg.operators.base import Build, Context, PopulationState, register_operator
 from evo_svpg.qd import GridArchive, Visitation
 from evo_svpg.settings import (
@@ -60,7 +60,7 @@ class QDSettings(Settings):
 
 @dataclass
 class MeasureQD:
-    evaluator: Evaluator  # deterministic, with a descriptor, its own random stream
+    evaluator: Evaluator  # deterministic, with a descriptor, its own random streams
     every: int
     grid: GridArchive  # over the descriptor's bounds: charged episodes only
     test_grid: GridArchive  # same bounds: the deterministic test episodes
@@ -68,7 +68,7 @@ class MeasureQD:
     position_velocity: list[int] = field(default_factory=lambda: [0, 1])  # observation indices
     first_success_env_steps: int = field(default=-1, init=False)
     measure_env_steps: int = field(default=0, init=False)
-    needs = frozenset({"behaviours", "evaluation_log"})
+    needs = frozenset({"behaviours", "evaluation_log", "final_obs"})
     reads, writes = frozenset({"params", "rollout"}), frozenset()
     arrays_file = "qd.npz"  # written by the OperatorArrays callback with each checkpoint
 
@@ -146,10 +146,11 @@ def _measure_qd(b: Build) -> MeasureQD:
     cfg, qd = b.cfg, b.cfg["qd"]
     descriptor, roles = cfg["behaviour"].descriptor, cfg["behaviour"].roles
     describer = Describer.for_env(descriptor, b.spec, b.env, roles=roles)
-    tester = Evaluator(
+    tester = b.evaluator(EvaluatorSpec(
         cfg.env, b.spec, qd.eval_episodes, b.subseed(4), deterministic=True,
         descriptor=descriptor, roles=roles, max_episode_steps=cfg.max_episode_steps or None,
-    )  # fmt: skip
+        random_streams=cfg["sampling"].random_streams,
+    ))  # fmt: skip
     space = b.env.single_observation_space
     xv = describer.roles.indices
     if not (bounded(space.low[xv]) and bounded(space.high[xv])):

@@ -118,13 +118,11 @@ class NoveltySignal(_ArchiveHolder):
             signal = self.weight * _standardize(novelty) + (1 - self.weight) * _standardize(returns)
         else:
             signal = novelty
-        last = rollout.rewards.shape[0] - 1
+        last = rollout.shape[0] - 1
         steps = np.concatenate([b.step, np.full(cut_p.size, last)])
         particles = np.concatenate([b.particle, cut_p])
         envs = np.concatenate([b.env, cut_e])
-        rollout.episode_signal = spread_over_segments(
-            rollout.rewards.shape, steps, particles, envs, signal
-        )
+        rollout.episode_signal = spread_over_segments(rollout.shape, steps, particles, envs, signal)
         archive.add(population)
         state.scalars["novelty_mean"] = float(novelty.mean()) if novelty.size else float("nan")
         state.scalars["archive_size"] = float(len(archive))
