@@ -5,7 +5,10 @@
     CartPole run on 1 and 2 workers, with the time split per operator;
 (k) iterations at n = 16, 64 and 256 particles (10,000 steps each; 3 timed after a warm-up
     one): seconds per million transitions, and the SVGD step's share of the iteration;
-(l) the full paper CartPole run on 2 Ray actors (a local Ray) against 2 local workers.
+(l) the full paper CartPole run on 2 Ray actors (a local Ray) against 2 local workers;
+(m) the QD comparison's novelty run on sparse MountainCar (runners/qd_mountaincar.py's
+    discrete task: 16 × 2,000 steps an iteration, 10 envs per particle, QD records every
+    iteration) on 1 and 2 workers: behaviours, the novelty signal and the QD tests sharded.
 """
 
 from __future__ import annotations
@@ -147,3 +150,27 @@ def ray_against_local(repeats: int) -> dict:
           f"training ({ray / local:.2f}× local; target ≤ 1.3×); same final mean return: "
           f"{finals['local'] == finals['ray']}", flush=True)  # fmt: skip
     return {"walls": walls, "ratio": ray / local, "final_mean_return": finals}
+
+
+def qd_with_workers(repeats: int, iterations: int = 10) -> dict:
+    """Training seconds of ``iterations`` novelty iterations with QD records (after a warm-up
+    one) on 1 and 2 workers, alternating; the same final mean return either way."""
+    cfg = RunConfig(
+        mode="novelty", env="evo_svpg/MountainCarSparse-v0", steps_per_particle=2000,
+        envs_per_particle=10, qd_every=1, iterations=iterations + 1,
+    )  # fmt: skip
+    walls: dict[int, list[float]] = {1: [], 2: []}
+    phases: dict[int, dict[str, float]] = {}
+    finals: dict[int, float] = {}
+    for _ in range(repeats):
+        for w in (1, 2):
+            walls[w].append(0.0)
+            walls[w][-1], phases[w], finals[w] = _timed_run(cfg.replace(workers=w), warmup=1)
+    one, two = statistics.median(walls[1]), statistics.median(walls[2])
+    split = ", ".join(f"{k} {v:.2f} s" for k, v in phases[2].items())
+    print(f"(m) novelty + QD on sparse MountainCar, {iterations} iterations of 32,000 steps: "
+          f"one process {one:.2f} s, 2 workers {two:.2f} s ({one / two:.2f}×); 2 workers' "
+          f"last run: {split}; same final mean return: {finals[1] == finals[2]}",
+          flush=True)  # fmt: skip
+    return {"walls": walls, "ratio": one / two, "phases_last_run": phases,
+            "final_mean_return": finals}  # fmt: skip

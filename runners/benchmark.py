@@ -28,13 +28,14 @@ double pendulum.
 the sampler at 16 × 20 on 2 workers ≥ 1.7× one process; the full CartPole run ≥ 250× the naive
 sampler's transitions/s; n = 64 and 256 within 1.2× of n = 16 per transition, SVGD < 10 % of an
 iteration; Ray on one machine within 1.3× of local workers (needs the [ray] extra).
+(m): the novelty + QD run of runners/qd_mountaincar.py on 1 and 2 workers (no target).
 
     python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
     python runners/benchmark.py --only e f     # just the extension timings
     python runners/benchmark.py --only g       # just the novelty kNN timings
     python runners/benchmark.py --only h       # just the portable-squares timings
     python runners/benchmark.py --only i       # just the paper envs' sampler speed
-    python runners/benchmark.py --only a j k l # workers and Ray (a: the naive reference)
+    python runners/benchmark.py --only a j k l m # workers and Ray (a: the naive reference)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import torch
 from _bench_workers import (
     full_run_workers,
     population_scaling,
+    qd_with_workers,
     ray_against_local,
     sampler_with_workers,
 )
@@ -383,8 +385,8 @@ def main() -> None:
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=list("abcdefghijkl"),
-        default=list("abcdefghijkl"),
+        choices=list("abcdefghijklm"),
+        default=list("abcdefghijklm"),
         help="parts to run",
     )
     parser.add_argument("--iterations", type=int, default=5, help="timed iterations in (e), (f)")
@@ -468,6 +470,8 @@ def main() -> None:
         results["population_scaling"] = population_scaling()
     if "l" in args.only:
         results["ray_against_local"] = ray_against_local(args.full_runs)
+    if "m" in args.only:
+        results["qd_with_workers"] = qd_with_workers(args.full_runs)
 
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.out / f"benchmark-{time.strftime('%Y%m%d-%H%M%S')}.json"
