@@ -135,7 +135,7 @@ def build_run(
     ]
     needs = check_composition(cfg, spec, operators, estimator_entry.capabilities)
     behaviour = cfg["behaviour"]
-    describer = None
+    describer = None  # in a sharded run only built to check the descriptor: workers describe
     if "behaviours" in needs:
         describer = Describer.for_env(behaviour.descriptor, spec, env, roles=behaviour.roles)
     whole = cfg["sampling"].whole_episodes

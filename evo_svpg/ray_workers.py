@@ -60,12 +60,13 @@ class RayWorkerPool(ShardedPool):
         self.cfg, self.population, self.requested, self.address = cfg, population, workers, address
         self._own_ray = False
         self._closed = False
+        self.bounds: list[slice] = []  # set by start: the cluster's CPUs may decide them
 
     def start(self, needs: frozenset[str]) -> None:
         """Start (or join) Ray and place the actors, each building its shard for operators
         that need ``needs``."""
+        self._starting_once()
         ray, address, population = self.ray, self.address, self.population
-        self.started = True
         self._own_ray = not ray.is_initialized()
         if self._own_ray:  # "local": a new Ray even if RAY_ADDRESS or `ray start` has one
             local = {} if address else {"num_cpus": max(os.cpu_count() or 1, self.requested)}

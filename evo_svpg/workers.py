@@ -59,6 +59,11 @@ class ShardedPool:
         self.evaluators: list = []  # EvaluatorSpec of every evaluator opened, by key
         self.started = False
 
+    def _starting_once(self) -> None:
+        if self.started or self._closed:
+            raise RuntimeError(f"this worker pool has {'closed' if self._closed else 'started'}")
+        self.started = True
+
     def open_evaluator(self, spec) -> int:
         """Have every worker build an evaluator from ``spec``; its key."""
         if self.started:
@@ -156,10 +161,17 @@ class WorkerPool(ShardedPool):
 
     def start(self, needs: frozenset[str]) -> None:
         """Spawn the workers, each building its shard for operators that need ``needs``."""
-        self.started = True
+        self._starting_once()
         population, d = self.population, self.d
-        self.theta = _SharedArray((population, d))
-        self.grads = _SharedArray((population, d))
+        arrays: list[_SharedArray] = []
+        try:
+            while len(arrays) < 2:
+                arrays.append(_SharedArray((population, d)))
+        except BaseException:
+            for arr in arrays:
+                arr.close(unlink=True)
+            raise
+        self.theta, self.grads = arrays
         # Unlink the memory and stop the workers however this object goes away; at exit this
         # runs before multiprocessing joins its children (which ignore its SIGTERM).
         self._finalizer = mp_util.Finalize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from evo_svpg.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
@@ -79,3 +80,33 @@ def test_a_resumed_run_shares_no_state_with_the_payload():
     assert adam_first.m is not None
     assert adam_second.m is not adam_first.m
     assert second.state.params.data_ptr() != first.state.params.data_ptr()
+
+
+def test_a_per_particle_qd_checkpoint_from_before_sharded_qd_tests_resumes_exactly():
+    """Until 2026-12-01 the QD success tests drew from one shared stream whatever the run's
+    streams. A per-particle run saved then resumes with such tests, as it would have gone on."""
+    from dataclasses import replace
+
+    from evo_svpg.operators.measure import MeasureQD
+
+    keys = {"particles": 3, "steps_per_particle": 300, "envs_per_particle": 2, "iterations": 3,
+            "hidden_sizes": (8,), "mode": "novelty", "env": "evo_svpg/MountainCarSparse-v0",
+            "qd_every": 1, "max_episode_steps": 60}  # fmt: skip
+
+    def old_style():  # the QD tester as that code built it
+        run = build_run(RunConfig(**keys))
+        measure = next(op for op in run.operators if isinstance(op, MeasureQD))
+        measure.evaluator = replace(measure.tester, random_streams="shared").build()
+        return run
+
+    uninterrupted, saved = old_style(), old_style()
+    run_iteration(uninterrupted)
+    run_iteration(saved)
+    payload = run_state_dict(saved)
+    (tester,) = [v["evaluator"] for k, v in payload["components"].items() if "MeasureQD" in k]
+    assert "calls" not in tester  # the old form: a shared generator
+    resumed = build_run(RunConfig(**keys))  # today's: per-particle tests, until it loads that
+    load_run_state(resumed, payload)
+    a, b = run_iteration(uninterrupted), run_iteration(resumed)
+    np.testing.assert_equal(a.scalars, b.scalars)
+    assert any(k.startswith("det_return_") for k in a.scalars)

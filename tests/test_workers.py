@@ -74,6 +74,8 @@ def _assert_same(a: list[tuple], b: list[tuple]) -> None:
         # Behaviours described on the workers, novelty's episode signal sent back to them:
         ({"mode": "novelty", "env": "evo_svpg/MountainCarSparse-v0", "max_episode_steps": 150}, 3),
         ({"mode": "select-novelty", "select_every": 1, "env": "MountainCar-v0"}, 2),
+        # Episodes ending at different steps: the merged behaviours' order matters here
+        ({"mode": "novelty-reward", "env": "CartPole-v1"}, 3),
         # QD records: grid, visitation, the training and CEM candidates' descriptors and the
         # deterministic success tests, all gathered from the workers:
         ({"mode": "cem-per-particle", "env": "evo_svpg/MountainCarSparse-v0", "qd_every": 1}, 3),
@@ -96,6 +98,7 @@ def _assert_same(a: list[tuple], b: list[tuple]) -> None:
         "erl",
         "novelty",
         "select-novelty",
+        "novelty-reward-cartpole",
         "cem-qd",
         "novelty-reward-qd",
     ],
@@ -150,7 +153,7 @@ def test_checkpoints_resume_with_another_number_of_workers(tmp_path, mode_flags)
     assert run("--resume", split, "--iterations", "4", "--workers", "1") == 0
     for name in ("metrics.csv", "scalars.csv"):
         assert (one / name).read_bytes() == (split / name).read_bytes(), name
-    if (one / "qd.npz").exists():
+    if "--qd-every" in mode_flags:
         with np.load(one / "qd.npz") as a, np.load(split / "qd.npz") as b:
             np.testing.assert_equal(dict(a), dict(b))
 
@@ -357,3 +360,41 @@ def test_a_stop_signal_to_the_group_stops_at_an_iteration_end_and_cleans_up(tmp_
     assert "continue: evo-svpg run --resume" in stdout, stdout
     assert _gone(workers)
     assert _segments() <= before
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_merged_shard_behaviours_are_one_process_behaviours(data):
+    """Episodes that end at random steps in random envs, described by shards of particles and
+    merged: the one-process behaviours, in np.nonzero(done [T, n·E]) order."""
+    from evo_svpg.behaviour import Behaviours
+    from evo_svpg.sharded import merge_behaviours
+
+    t_max, n, e = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 5)), 2
+    seed = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    done = rng.random((t_max, n * e)) < 0.4
+    t_idx, slot = np.nonzero(done)
+    k = t_idx.size
+
+    def behaviours(keep: np.ndarray, rows: slice) -> Behaviours:
+        shift = rows.start
+        return Behaviours(
+            descriptors=desc[keep], step=t_idx[keep], particle=slot[keep] // e - shift,
+            env=slot[keep] % e, returns=ret[keep], partial=partial[rows],
+            partial_valid=valid[rows], partial_returns=partial_ret[rows], bounds=[(0.0, 1.0)],
+        )  # fmt: skip
+
+    desc, ret = rng.random((k, 1)), rng.random(k)
+    partial, valid, partial_ret = (
+        rng.random((n, e, 1)),
+        rng.random((n, e)) < 0.5,
+        rng.random((n, e)),
+    )
+    whole = behaviours(np.ones(k, dtype=bool), slice(0, n))
+    bounds = shard_bounds(n, data.draw(st.integers(1, n)))
+    parts = [behaviours((slot // e >= b.start) & (slot // e < b.stop), b) for b in bounds]
+    merged = merge_behaviours(parts, [b.start for b in bounds])
+    for name in ("descriptors", "step", "particle", "env", "returns", "partial",
+                 "partial_valid", "partial_returns"):  # fmt: skip
+        np.testing.assert_array_equal(getattr(merged, name), getattr(whole, name), err_msg=name)

@@ -24,7 +24,8 @@ like a held-out test set; modes are compared at equal learning budgets) and are 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -40,6 +41,8 @@ from evo_svpg.settings import (
     register_settings,
     setting,
 )
+
+logger = logging.getLogger("evo_svpg")
 
 
 @register_settings
@@ -66,6 +69,7 @@ class MeasureQD:
     test_grid: GridArchive  # same bounds: the deterministic test episodes
     visitation: Visitation  # over the observation bounds of (x, v)
     position_velocity: list[int] = field(default_factory=lambda: [0, 1])  # observation indices
+    tester: EvaluatorSpec | None = None  # what ``evaluator`` was built from
     first_success_env_steps: int = field(default=-1, init=False)
     measure_env_steps: int = field(default=0, init=False)
     needs = frozenset({"behaviours", "evaluation_log", "final_obs"})
@@ -132,7 +136,13 @@ class MeasureQD:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self.evaluator.load_state_dict(state["evaluator"])
+        tester = state["evaluator"]
+        if "calls" not in tester and self.tester and self.tester.random_streams == "per-particle":
+            # Saved before 2026-12-01, when the tests drew from one shared stream whatever the
+            # run's streams: they go on doing so (in this process), so the run resumes exactly.
+            logger.info("the checkpoint's QD tests draw from one shared stream: resumed so")
+            self.evaluator = replace(self.tester, random_streams="shared").build()
+        self.evaluator.load_state_dict(tester)
         self.first_success_env_steps = state["first_success_env_steps"]
         self.measure_env_steps = state["measure_env_steps"]
         self.grid.load_state_dict(state["grid"])
@@ -146,11 +156,11 @@ def _measure_qd(b: Build) -> MeasureQD:
     cfg, qd = b.cfg, b.cfg["qd"]
     descriptor, roles = cfg["behaviour"].descriptor, cfg["behaviour"].roles
     describer = Describer.for_env(descriptor, b.spec, b.env, roles=roles)
-    tester = b.evaluator(EvaluatorSpec(
+    tester = EvaluatorSpec(
         cfg.env, b.spec, qd.eval_episodes, b.subseed(4), deterministic=True,
         descriptor=descriptor, roles=roles, max_episode_steps=cfg.max_episode_steps or None,
         random_streams=cfg["sampling"].random_streams,
-    ))  # fmt: skip
+    )  # fmt: skip
     space = b.env.single_observation_space
     xv = describer.roles.indices
     if not (bounded(space.low[xv]) and bounded(space.high[xv])):
@@ -160,12 +170,13 @@ def _measure_qd(b: Build) -> MeasureQD:
             f"{space.high[xv].tolist()} (use qd_every=0)"
         )
     return MeasureQD(
-        tester,
+        b.evaluator(tester),  # on the workers, in a sharded run
         qd.every,
         GridArchive(describer.bounds, qd.cells, qd.offset),
         GridArchive(describer.bounds, qd.cells, qd.offset),
         Visitation(space.low[xv], space.high[xv]),
         xv,
+        tester,
     )
 
 
