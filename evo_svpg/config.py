@@ -13,6 +13,7 @@ original code), on gymnasium's CartPole-v1.
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from dataclasses import dataclass, fields
@@ -330,14 +331,21 @@ def _DEFAULTS() -> dict[str, Any]:
 
 
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Read a config file; any problem becomes a ValueError naming the file."""
+    """Read a config file: TOML, or JSON if its name ends in ``.json`` (what ``evo-svpg sweep``
+    writes for each run); any problem becomes a ValueError naming the file."""
+    is_json = str(path).endswith(".json")
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            data = json.load(fh) if is_json else tomllib.load(fh)
     except OSError as exc:
         raise ValueError(f"cannot read config {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ValueError(f"config {path} is not valid TOML: {exc}") from exc
+    except (tomllib.TOMLDecodeError, ValueError) as exc:
+        raise ValueError(
+            f"config {path} is not valid {'JSON' if is_json else 'TOML'}: {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ValueError(f"config {path} must hold a table of keys, not {type(data).__name__}")
+    return data
 
 
 def sections_for_help() -> list[tuple[str, type[Settings]]]:

@@ -175,6 +175,14 @@ def _plan_pool(
     return None
 
 
+def check_run_config(cfg: RunConfig) -> None:
+    """ValueError for anything :func:`build_run` would refuse of ``cfg`` (device,
+    environment, observation bounds, memory, sharding), found without starting processes."""
+    run = build_run(cfg.replace(workers=1, backend="local", address=""))  # no processes
+    resolve_workers(cfg, run.layout)  # what a sharded run refuses
+    run.env.close()
+
+
 def resolve_workers(cfg: RunConfig, layout: Layout) -> int:
     """The number of workers ``cfg.workers`` asks for (0: auto, see its doc; with the Ray
     backend 0 stays 0: one per CPU of the cluster); ValueError for a run that cannot be

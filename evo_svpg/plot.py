@@ -39,6 +39,36 @@ def load_curves(run_dir: Path, window: int | None = None) -> dict[str, np.ndarra
     return totals.curves(run_window(run_dir) if window is None else window)
 
 
+def curves_on_grid(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Best/mean particle return and all-episode mean return of each run at the env-step
+    ``grid``: ``[runs, len(grid)]``. Each particle's return is pooled over the run's window
+    (:func:`evo_svpg.plot.load_curves`), so a point does not depend on which episodes happened
+    to end in its iteration.
+
+    Runs of different modes spend different env steps per iteration; each curve is held at
+    its last value until the next iteration (a step function), NaN before its first value.
+    """
+    out: dict[str, list[np.ndarray]] = {"best": [], "mean": [], "episode_mean": []}
+    for run_dir in run_dirs:
+        curves = load_curves(run_dir)
+        steps = curves["env_steps"]
+        index = np.searchsorted(steps, grid, side="right") - 1
+        for key in out:
+            values = forward_fill(curves[key])
+            row = np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
+            out[key].append(row)
+    return {key: np.array(rows) for key, rows in out.items()}
+
+
+def forward_fill(values: np.ndarray) -> np.ndarray:
+    """Iterations where no episode ended (NaN) keep the previous value."""
+    filled = values.copy()
+    for i in range(1, filled.size):
+        if np.isnan(filled[i]):
+            filled[i] = filled[i - 1]
+    return filled
+
+
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 

@@ -24,7 +24,7 @@ import numpy as np
 from evo_svpg.cli import check_run_flags, config_of_flags
 from evo_svpg.config import RunConfig, all_keys
 from evo_svpg.metrics import FINAL_SHARE, EpisodeTotals
-from evo_svpg.plot import load_curves, run_window
+from evo_svpg.plot import run_window
 from evo_svpg.report import strict_json
 from evo_svpg.run_state import RESUME_OVERRIDABLE
 from evo_svpg.rundir import RunLock, make_directory
@@ -426,27 +426,6 @@ def fmt_ci(stats: tuple[float, float, float], digits: int = 1) -> str:
     return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def curves_on_grid(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarray]:
-    """Best/mean particle return and all-episode mean return of each run at the env-step
-    ``grid``: ``[runs, len(grid)]``. Each particle's return is pooled over the run's window
-    (:func:`evo_svpg.plot.load_curves`), so a point does not depend on which episodes happened
-    to end in its iteration.
-
-    Runs of different modes spend different env steps per iteration; each curve is held at
-    its last value until the next iteration (a step function), NaN before its first value.
-    """
-    out: dict[str, list[np.ndarray]] = {"best": [], "mean": [], "episode_mean": []}
-    for run_dir in run_dirs:
-        curves = load_curves(run_dir)
-        steps = curves["env_steps"]
-        index = np.searchsorted(steps, grid, side="right") - 1
-        for key in out:
-            values = forward_fill(curves[key])
-            row = np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
-            out[key].append(row)
-    return {key: np.array(rows) for key, rows in out.items()}
-
-
 def scalar_on_grid(run_dirs: list[Path], name: str, grid: np.ndarray) -> np.ndarray:
     """A ``scalars.csv`` diagnostic of each run at the env-step ``grid`` (held like the curves)."""
     rows = []
@@ -507,15 +486,6 @@ def fresh_episodes(values: Sequence[float]) -> str:
     """The runs' fresh episodes per policy, for a table caption: ``10``, ``5/10``, or ``n/a``."""
     known = sorted({int(v) for v in values if math.isfinite(v)})
     return "/".join(str(k) for k in known) or "n/a"
-
-
-def forward_fill(values: np.ndarray) -> np.ndarray:
-    """Iterations where no episode ended (NaN) keep the previous value."""
-    filled = values.copy()
-    for i in range(1, filled.size):
-        if np.isnan(filled[i]):
-            filled[i] = filled[i - 1]
-    return filled
 
 
 def scalar_series(run_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,6 @@ from _common import (
     SHARED_STREAMS,
     RunnerParser,
     bootstrap_median_ci,
-    curves_on_grid,
     final_returns,
     fmt_ci,
     fresh_episodes,
@@ -41,6 +40,7 @@ from _common import (
 )
 
 from evo_svpg.modes import MODES
+from evo_svpg.plot import curves_on_grid
 
 COMPARED = (
     "pure", "independent", "joint", "cem-per-particle", "cmaes-per-particle", "select",

@@ -19,13 +19,13 @@ from _common import (  # noqa: E402
     RESERVED,
     bootstrap_median_ci,
     check_existing_runs,
-    curves_on_grid,
     extra_flag_collision,
     final_returns,
     launch,
 )
 
 from evo_svpg.cli import config_of_flags  # noqa: E402
+from evo_svpg.plot import curves_on_grid  # noqa: E402
 from evo_svpg.rundir import RunLock  # noqa: E402
 
 

@@ -1,0 +1,122 @@
+"""Statistics over runs, with rliable (Agarwal et al., NeurIPS 2021): interval estimates of the
+IQM, median and mean, probabilities of improvement, IQM curves, performance profiles.
+
+Scores are ``[runs]`` per setting: one task, so rliable's stratified bootstrap resamples the
+runs. Every interval is a 95 % percentile bootstrap with a fixed generator, so a report is
+reproducible. The median is the median of the runs' scores (rliable's ``aggregate_median`` is
+the median over tasks of per-task means: with one task, the mean).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+
+import numpy as np
+
+LEVEL = 0.95
+REPS = 5_000  # bootstrap resamples of an aggregate
+CURVE_REPS = 2_000  # per IQM curve and probability of improvement (rliable recommends >= 2,000)
+
+
+def rliable():
+    """rliable's ``library`` and ``metrics`` modules; ValueError naming the extra if absent."""
+    logging.getLogger("absl").setLevel(logging.WARNING)  # a line per setting and estimate
+    try:
+        from rliable import library, metrics
+    except ImportError:
+        raise ValueError(
+            "evo-svpg report needs rliable: pip install 'evo-svpg[study]' (or pip install -e "
+            "'.[study]' in a clone)"
+        ) from None
+    return library, metrics
+
+
+def _estimates(
+    scores: dict[str, np.ndarray], func: Callable, reps: int, seed: int
+) -> tuple[dict, dict]:
+    library, _ = rliable()
+    with warnings.catch_warnings():  # arch's notice about rliable's random_state keyword
+        warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+        return library.get_interval_estimates(
+            scores, func, reps=reps, confidence_interval_size=LEVEL,
+            random_state=np.random.RandomState(seed),
+        )  # fmt: skip
+
+
+def aggregates(scores: dict[str, np.ndarray], reps: int = REPS, seed: int = 0) -> dict:
+    """Per setting ``{"runs", "iqm", "iqm_ci", "median", "median_ci", "mean", "mean_ci"}`` of
+    its scores ``[runs]`` (finite values only)."""
+    _, metrics = rliable()
+
+    def three(x: np.ndarray) -> np.ndarray:
+        return np.array([metrics.aggregate_iqm(x), np.median(x), np.mean(x)])
+
+    columns = {name: np.asarray(v, dtype=np.float64)[:, None] for name, v in scores.items()}
+    point, ci = _estimates(columns, three, reps, seed)
+    out = {}
+    for name, values in columns.items():
+        row: dict = {"runs": int(values.shape[0])}
+        for i, key in enumerate(("iqm", "median", "mean")):
+            row[key] = float(point[name][i])
+            row[f"{key}_ci"] = [float(ci[name][0, i]), float(ci[name][1, i])]
+        out[name] = row
+    return out
+
+
+def improvement_probabilities(
+    scores: dict[str, np.ndarray], reps: int = CURVE_REPS, seed: int = 0
+) -> dict[tuple[str, str], dict]:
+    """``P(X > Y)`` (a run of X scores above a run of Y; ties count half) for every ordered pair
+    of settings, with its interval: ``{(x, y): {"p": ..., "ci": [lo, hi]}}``. Bootstrapped once
+    per unordered pair: ``P(Y > X) = 1 − P(X > Y)`` in every resample, so its interval is
+    ``[1 − hi, 1 − lo]``."""
+    _, metrics = rliable()
+    names = list(scores)
+    column = {name: np.asarray(v, dtype=np.float64)[:, None] for name, v in scores.items()}
+    pairs = {
+        f"{x}\t{y}": (column[x], column[y]) for i, x in enumerate(names) for y in names[i + 1 :]
+    }
+    if not pairs:
+        return {}
+    point, ci = _estimates(pairs, metrics.probability_of_improvement, reps, seed)
+    out = {}
+    for key in pairs:
+        x, y = key.split("\t")
+        p, (lo, hi) = float(point[key]), (float(v) for v in ci[key].ravel())
+        out[(x, y)] = {"p": p, "ci": [lo, hi]}
+        out[(y, x)] = {"p": 1.0 - p, "ci": [1.0 - hi, 1.0 - lo]}
+    return out
+
+
+def iqm_curves(
+    curves: dict[str, np.ndarray], reps: int = CURVE_REPS, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """``[3, points]`` (IQM, low, high) per setting from its curves ``[runs, points]``: the runs
+    are resampled together at every point (one bootstrap sample is a set of whole curves)."""
+    _, metrics = rliable()
+
+    def iqm(scores: np.ndarray) -> np.ndarray:  # [runs, 1, points]
+        return np.array([metrics.aggregate_iqm(scores[..., t]) for t in range(scores.shape[-1])])
+
+    shaped = {name: np.asarray(c, dtype=np.float64)[:, None, :] for name, c in curves.items()}
+    point, ci = _estimates(shaped, iqm, reps, seed)
+    return {name: np.vstack([point[name], ci[name]]) for name in shaped}
+
+
+def performance_profiles(
+    scores: dict[str, np.ndarray], taus: np.ndarray, reps: int = CURVE_REPS, seed: int = 0
+) -> tuple[dict, dict]:
+    """Fraction of runs scoring above each ``tau`` per setting, and its interval (rliable's
+    profile bootstraps with numpy's global generator: seeded here)."""
+    library, _ = rliable()
+    columns = {name: np.asarray(v, dtype=np.float64)[:, None] for name, v in scores.items()}
+    saved = np.random.get_state()  # noqa: NPY002 (rliable draws from the global generator)
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        return library.create_performance_profile(
+            columns, taus, reps=reps, confidence_interval_size=LEVEL
+        )
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002

@@ -1,0 +1,292 @@
+"""``evo-svpg sweep SPEC.toml --out DIR``: every run of a spec (:mod:`evo_svpg.sweep_spec`),
+on local processes (``--jobs N``) or as tasks on a Ray cluster (``--backend ray``).
+
+Each run is an ordinary ``evo-svpg run`` process: ``DIR/<setting>/seed<k>/`` is its run
+directory, ``seed<k>.config.json`` beside it the keys it was started with, ``seed<k>.log`` its
+output. The same command again finishes the sweep: finished runs are skipped, interrupted
+ones resumed from their checkpoint (bit-identical, as ``evo-svpg run --resume`` is), and one
+killed before its first checkpoint starts again. ``DIR/sweep.json`` keeps the spec; another
+spec into the same directory is refused. A failed run is reported with its log and does not
+stop the others.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evo_svpg.config import RunConfig
+from evo_svpg.engine import check_run_config
+from evo_svpg.rundir import RunLock, make_directory
+from evo_svpg.sweep_spec import Setting, SweepSpec
+
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass(frozen=True)
+class SweepRun:
+    setting: Setting
+    seed: int
+    path: Path  # DIR/<setting>/seed<k>: the run directory
+    keys: dict[str, Any]  # its run-config keys
+
+    @property
+    def label(self) -> str:
+        return f"{self.setting.name} seed {self.seed}"
+
+    @property
+    def config_file(self) -> Path:
+        return self.path.with_name(f"seed{self.seed}.config.json")
+
+    @property
+    def log(self) -> Path:
+        return self.path.with_name(f"seed{self.seed}.log")
+
+    @property
+    def seconds_file(self) -> Path:
+        """Wall seconds of its processes so far, all sessions (the report's compute)."""
+        return self.path.with_name(f"seed{self.seed}.seconds")
+
+    def add_seconds(self, seconds: float) -> None:
+        before = float(self.seconds_file.read_text()) if self.seconds_file.exists() else 0.0
+        self.seconds_file.write_text(f"{before + seconds:.3f}\n")
+
+    def finished(self, until: dict[str, int] | None = None) -> bool:
+        """Its ``summary.json`` shows the iterations (or the env-step budget) of its config
+        done (an interrupted run writes one too, short of them); ``until``: these instead
+        (``{"iterations": k}`` or ``{"budget": b}``, a stage of a tune trial)."""
+        summary = self.path / "summary.json"
+        if not summary.is_file():
+            return False
+        done = json.loads(summary.read_text())
+        cfg = RunConfig.from_dict({**self.keys, **(until or {})})
+        return done["iterations"] >= cfg.iterations or 0 < cfg.budget <= done["env_steps"]
+
+    def arguments(self, until: dict[str, int] | None = None) -> list[str]:
+        """``evo-svpg run`` arguments that continue it (to ``until``'s iterations or budget, if
+        given): a resume if it has a checkpoint, else a fresh start (what a run killed before
+        its first checkpoint left is cleared, unless a process still holds it: the fresh start
+        computes it again exactly)."""
+        until = until or {}
+        if (self.path / "checkpoint.pt").exists():
+            extend = [f"--{k}={v}" for k, v in until.items()]
+            return ["run", "--resume", str(self.path), *extend]
+        if self.path.exists():
+            try:  # not while a run (of an earlier sweep process) still writes it
+                RunLock(self.path).release()
+            except ValueError:
+                pass  # `evo-svpg run` refuses it too, naming the holder: a failure in its log
+            else:
+                shutil.rmtree(self.path)
+        self.config_file.parent.mkdir(parents=True, exist_ok=True)
+        self.config_file.write_text(json.dumps({**self.keys, **until}, indent=2) + "\n")
+        return ["run", "--config", str(self.config_file), "--out", str(self.path)]
+
+
+def plan(spec: SweepSpec, out: Path, jobs: int) -> list[SweepRun]:
+    """Every run of ``spec`` under ``out``, seed-major (seed 0 of every setting first, so a
+    sweep stopped early has comparable first seeds). Runs get one worker process and their
+    share of the cores as gradient threads, unless the spec sets ``workers``/``threads``."""
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    defaults = {"workers": 1, "threads": threads}
+    out = out.resolve()  # Ray tasks may start elsewhere: absolute paths
+    return [
+        SweepRun(s, seed, out / s.name / f"seed{seed}", {**defaults, **spec.run_keys(s, seed)})
+        for seed in spec.seeds
+        for s in spec.settings()
+    ]
+
+
+def check_spec(spec: SweepSpec, source: str) -> None:
+    """Every setting's config checked as ``evo-svpg run`` checks it (values, then building
+    the run: env, estimator, mode), before anything is written."""
+    for cfg, setting in zip(spec.check_configs(source), spec.settings(), strict=True):
+        try:
+            check_run_config(cfg)
+        except ValueError as exc:
+            raise ValueError(f"{source}: setting {setting.name}: {exc}") from None
+
+
+def claim(out: Path, spec: dict[str, Any], file: str = SWEEP_FILE, what: str = "sweep") -> RunLock:
+    """Hold ``out`` for this ``what`` and record its ``spec`` (data) in ``out/file``;
+    ValueError if another process holds it or it holds another spec's runs."""
+    make_directory(out)
+    lock = RunLock(out, what)
+    try:
+        path = out / file
+        mine = json.loads(json.dumps(spec))
+        if path.exists():
+            saved = json.loads(path.read_text()).get("spec") or {}
+            if saved != mine:
+                diff = [k for k in mine if saved.get(k) != mine[k]]
+                raise ValueError(
+                    f"--out {out} holds a {what} of another spec ({', '.join(diff)} differ: "
+                    f"{[saved.get(k) for k in diff]} there, {[mine[k] for k in diff]} here); "
+                    f"use another --out, or the same spec to continue that {what}"
+                )
+        else:
+            stamp = datetime.datetime.now().isoformat(timespec="seconds")
+            path.write_text(json.dumps({"spec": mine, "created": stamp}, indent=2) + "\n")
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def run_cli(arguments: list[str], log: str) -> tuple[int, float]:
+    """``evo-svpg ARGUMENTS`` in a process of its own, output appended to ``log``; its exit
+    code and wall seconds. (The same function runs locally and in a Ray task.)"""
+    start = time.perf_counter()
+    with open(log, "a") as fh:
+        fh.write(f"\n$ evo-svpg {' '.join(arguments)}\n")
+        fh.flush()
+        cmd = [sys.executable, "-m", "evo_svpg.cli", *arguments]
+        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+    return code, time.perf_counter() - start
+
+
+Jobs = list[tuple[SweepRun, list[str]]]  # each run and the `evo-svpg` arguments to launch
+
+
+def local_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
+    """``(run, exit code, seconds)`` as runs end, ``jobs`` processes at a time."""
+    if address:
+        raise ValueError(f"--address {address} is for --backend ray; the local backend has none")
+    with ThreadPoolExecutor(jobs) as pool:
+        futures = {pool.submit(run_cli, args, str(r.log)): r for r, args in todo}
+        try:
+            for future in as_completed(futures):
+                yield (futures[future], *future.result())
+        except BaseException:  # Ctrl-C: the runs got it too (one process group) and save
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def ray_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
+    """Each run a Ray task asking for one CPU (``--jobs``: at most that many at once; 0:
+    as many as the cluster has CPUs), on a local Ray or the cluster at ``address``. Every
+    machine needs this package installed and ``--out`` on a filesystem they all see."""
+    from evo_svpg.ray_workers import _ray
+
+    ray = _ray()
+    own = not ray.is_initialized()
+    if own:
+        ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING")
+    try:
+        task = ray.remote(num_cpus=1, max_retries=0)(run_cli)
+        limit = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue, running = list(todo), {}
+        while queue or running:
+            while queue and len(running) < limit:
+                r, args = queue.pop(0)
+                running[task.remote(args, str(r.log))] = r
+            ready, _ = ray.wait(list(running), num_returns=1)
+            r = running.pop(ready[0])
+            try:
+                yield (r, *ray.get(ready[0]))
+            except ray.exceptions.RayError as exc:  # its node lost: the run resumes next time
+                r.log.open("a").write(f"\nthe Ray task was lost: {exc}\n")
+                yield (r, -1, 0.0)
+    finally:
+        if own:
+            ray.shutdown()
+
+
+BACKENDS = {"local": local_backend, "ray": ray_backend}
+
+
+class SweepProgress:
+    """A line per ended run, and on a terminal a rich bar over the whole sweep."""
+
+    def __init__(self, total: int, done: int) -> None:
+        self.total, self.done, self.bar = total, done, None
+        if sys.stdout.isatty():
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+            from rich.progress import Progress as RichProgress
+
+            self.bar = RichProgress(
+                TextColumn("sweep"), MofNCompleteColumn(), BarColumn(), TimeElapsedColumn()
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("sweep", total=total, completed=done)
+
+    def ended(self, text: str) -> None:
+        self.done += 1
+        line = f"[{self.done}/{self.total}] {text}"
+        if self.bar is None:
+            print(line, flush=True)
+        else:
+            self.bar.console.print(line)
+            self.bar.update(self.task, completed=self.done)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def _ended(run: SweepRun, code: int, seconds: float) -> tuple[bool, str]:
+    """Whether ``run`` is finished now, and its progress line."""
+    if code == 0 and run.finished():
+        summary = json.loads((run.path / "summary.json").read_text())
+        value = summary.get("final_mean_particle_return")
+        shown = "n/a" if value is None else f"{value:.1f}"
+        return True, f"{run.label}: finished in {seconds:.0f} s (final mean particle {shown})"
+    why = {130: "interrupted", 143: "terminated"}.get(code, f"failed (exit {code})")
+    return False, f"{run.label}: {why}; its log: {run.log}"
+
+
+def run_sweep(spec_path: Path, out: Path, jobs: int, backend: str, address: str = "") -> int:
+    """``evo-svpg sweep``: every unfinished run of the spec at ``spec_path`` under ``out``. Exit
+    code 0 when all have finished, 1 if one failed (the others still ran), 130 on Ctrl-C."""
+    if backend not in BACKENDS:
+        raise ValueError(f"--backend {backend!r}: choose one of {list(BACKENDS)}")
+    if jobs < (1 if backend == "local" else 0):
+        least = "1" if backend == "local" else "0 (0: one per CPU of the cluster)"
+        raise ValueError(f"--jobs {jobs}: must be >= {least}")
+    spec = SweepSpec.load(spec_path)
+    check_spec(spec, str(spec_path))
+    lock = claim(out, spec.to_dict())
+    progress = None
+    try:
+        runs = plan(spec, out, jobs or os.cpu_count() or 1)
+        todo = [r for r in runs if not r.finished()]
+        resumed = sum((r.path / "checkpoint.pt").exists() for r in todo)
+        print(
+            f"sweep {out}: {len(spec.settings())} setting(s) × {len(spec.seeds)} seed(s) = "
+            f"{len(runs)} runs; {len(runs) - len(todo)} finished, {len(todo)} to run "
+            f"({resumed} resumed), {backend} backend",
+            flush=True,
+        )
+        progress = SweepProgress(len(runs), len(runs) - len(todo))
+        failed = []
+        launches = [(r, r.arguments()) for r in todo]
+        for run, code, seconds in BACKENDS[backend](launches, jobs, address):
+            run.add_seconds(seconds)
+            ok, line = _ended(run, code, seconds)
+            progress.ended(line)
+            if not ok:
+                failed.append(run)
+    except KeyboardInterrupt:
+        print("\ninterrupted; the runs save at their iteration's end. Finish: the same command")
+        return 130
+    finally:
+        if progress is not None:
+            progress.close()
+        lock.release()
+    if failed:
+        shown = "; ".join(f"{r.label} ({r.log})" for r in failed[:5])
+        print(f"{len(failed)} run(s) did not finish: {shown}. The same command resumes them")
+        return 1
+    print(f"all {len(runs)} runs finished; their statistics: evo-svpg report {out}")
+    return 0

@@ -1,0 +1,267 @@
+"""``evo-svpg report DIR... [--metric NAME] [--out PATH]``: rliable statistics of sweep runs.
+
+Reads every ``<setting>/seed<k>/`` run under the given directories (what ``evo-svpg sweep``
+makes) and writes ``report.md``, ``report.json``, ``iqm_curve.png`` and
+``performance_profile.png``: per setting the runs, IQM, median and mean of the metric (any
+numeric ``summary.json`` field) with 95 % stratified bootstrap intervals
+(:mod:`evo_svpg.stats`), the probability of improvement of every pair, the IQM of the training
+curve against env steps with its band, and the compute the runs took. Only finished runs
+count; the others are listed.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evo_svpg import stats
+from evo_svpg.config import RunConfig
+from evo_svpg.plot import curves_on_grid, load_curves
+from evo_svpg.report import strict_json
+from evo_svpg.rundir import make_directory
+from evo_svpg.sweep_spec import SweepSpec
+
+DEFAULT_METRIC = "final_mean_particle_return"
+CURVE_POINTS = 50
+_SEED_DIR = re.compile(r"seed(\d+)")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    path: Path
+    setting: str
+    seed: int
+    summary: dict
+    finished: bool
+    seconds: float | None  # its processes' wall seconds, all sessions (sweeps record them)
+
+    def value(self, metric: str) -> float:
+        value = self.summary.get(metric)
+        return float(value) if isinstance(value, int | float) else math.nan
+
+
+def _record(path: Path) -> RunRecord:
+    summary = json.loads((path / "summary.json").read_text())
+    config = json.loads((path / "config.json").read_text())["config"]
+    cfg = RunConfig.from_saved(config, source=str(path / "config.json"))
+    done = summary["iterations"] >= cfg.iterations or 0 < cfg.budget <= summary["env_steps"]
+    seconds_file = path.with_name(path.name + ".seconds")
+    seconds = float(seconds_file.read_text()) if seconds_file.exists() else None
+    seed = int(_SEED_DIR.fullmatch(path.name).group(1))
+    return RunRecord(path, path.parent.name, seed, summary, done, seconds)
+
+
+def find_runs(dirs: list[Path]) -> dict[str, list[RunRecord]]:
+    """Every run (``<setting>/seed<k>/`` with a ``summary.json``) under ``dirs``, by setting;
+    ValueError if a directory has none or two directories hold the same setting."""
+    settings: dict[str, list[RunRecord]] = {}
+    home: dict[str, Path] = {}
+    for directory in dirs:
+        if not directory.is_dir():
+            raise ValueError(f"{directory} is not a directory")
+        found = [
+            p.parent
+            for p in sorted(directory.glob("*/seed*/summary.json"))
+            if _SEED_DIR.fullmatch(p.parent.name)
+        ]
+        if not found:
+            raise ValueError(
+                f"{directory} holds no runs (<setting>/seed<k>/summary.json, as evo-svpg sweep "
+                "writes them)"
+            )
+        for path in found:
+            setting = path.parent.name
+            if home.setdefault(setting, directory) != directory:
+                raise ValueError(
+                    f"setting {setting} is in both {home[setting]} and {directory}: report them "
+                    "apart"
+                )
+            settings.setdefault(setting, []).append(_record(path))
+    order = [name for d in dirs for name in _spec_order(d)]
+    rank = {name: i for i, name in enumerate(order)}
+    names = sorted(settings, key=lambda name: (rank.get(name, len(rank)), name))
+    return {name: sorted(settings[name], key=lambda r: r.seed) for name in names}
+
+
+def _spec_order(directory: Path) -> list[str]:
+    """The settings of the sweep in ``directory`` in its spec's order (grid values as listed:
+    ``particles=2`` before ``particles=16``), or none if it has no ``sweep.json``."""
+    path = directory / "sweep.json"
+    if not path.is_file():
+        return []
+    spec = SweepSpec.from_dict(json.loads(path.read_text())["spec"], source=str(path))
+    return [s.name for s in spec.settings()]
+
+
+def _check_metric(metric: str, runs: dict[str, list[RunRecord]]) -> None:
+    summaries = [r.summary for rs in runs.values() for r in rs]
+    if not any(metric in s for s in summaries):
+        numeric = sorted({k for s in summaries for k, v in s.items() if isinstance(v, int | float)})
+        raise ValueError(
+            f"--metric {metric!r} is in no run's summary.json; numeric fields: {numeric}"
+        )
+
+
+def _curve_grid(records: list[RunRecord]) -> np.ndarray | None:
+    """Env steps from the last run's first iteration to the first run's last one."""
+    steps = [load_curves(r.path)["env_steps"] for r in records]
+    lo, hi = max(s.min() for s in steps), min(s.max() for s in steps)
+    return np.linspace(lo, hi, CURVE_POINTS) if hi > lo else None
+
+
+def build_report(dirs: list[Path], metric: str = DEFAULT_METRIC, reps: int = stats.REPS) -> dict:
+    """``report.json``'s content (the statistics of :mod:`evo_svpg.stats` on finished runs)."""
+    stats.rliable()  # its absence is named before any work
+    runs = find_runs(dirs)
+    _check_metric(metric, runs)
+    counted = {
+        name: [r for r in rs if r.finished and math.isfinite(r.value(metric))]
+        for name, rs in runs.items()
+    }
+    left_out = {
+        str(r.path): "unfinished" if not r.finished else f"no {metric}"
+        for rs in runs.values()
+        for r in rs
+        if not (r.finished and math.isfinite(r.value(metric)))
+    }
+    counted = {name: rs for name, rs in counted.items() if rs}
+    if not counted:
+        raise ValueError(f"no finished run with a {metric} under {', '.join(map(str, dirs))}")
+    scores = {name: np.array([r.value(metric) for r in rs]) for name, rs in counted.items()}
+    small = min(reps, stats.CURVE_REPS)
+    report = {
+        "metric": metric,
+        "dirs": [str(d) for d in dirs],
+        "settings": stats.aggregates(scores, reps),
+        "improvement": {
+            f"{x} > {y}": v for (x, y), v in stats.improvement_probabilities(scores, small).items()
+        },
+        "bootstrap": {"level": stats.LEVEL, "reps": reps, "curve_reps": small, "seed": 0},
+        "left_out": left_out,
+        "written": datetime.datetime.now().isoformat(timespec="seconds"),
+    }
+    for name, rs in counted.items():
+        seconds = [r.seconds for r in rs]
+        report["settings"][name]["env_steps"] = int(sum(r.summary["env_steps"] for r in rs))
+        report["settings"][name]["wall_seconds"] = (
+            None if None in seconds else round(float(sum(seconds)), 1)
+        )
+        report["settings"][name]["seeds"] = [r.seed for r in rs]
+    all_runs = [r for rs in counted.values() for r in rs]
+    grid = _curve_grid(all_runs)
+    curve = "best" if "best" in metric else "mean"
+    report["curve"] = {"training_return": curve, "env_steps": None, "settings": {}}
+    if grid is not None:
+        curves = {
+            name: curves_on_grid([r.path for r in rs], grid)[curve] for name, rs in counted.items()
+        }
+        bands = stats.iqm_curves(curves, small)
+        report["curve"]["env_steps"] = grid.tolist()
+        report["curve"]["settings"] = {n: b.tolist() for n, b in bands.items()}
+    taus = np.linspace(
+        min(s.min() for s in scores.values()), max(s.max() for s in scores.values()), 41
+    )
+    profiles, profile_cis = stats.performance_profiles(scores, taus, small)
+    report["profile"] = {
+        "taus": taus.tolist(),
+        "settings": {n: [p.tolist(), profile_cis[n].tolist()] for n, p in profiles.items()},
+    }
+    return report
+
+
+def _ci(value: float, ci: list[float], digits: int) -> str:
+    return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
+
+
+def markdown(report: dict, digits: int = 1) -> str:
+    """``report.md``: the settings' table, the probabilities of improvement, what was left out."""
+    settings = report["settings"]
+    boot = report["bootstrap"]
+    lines = [
+        f"# {report['metric']}",
+        "",
+        f"Runs under {', '.join(report['dirs'])}; `evo-svpg report` of {report['written']}. "
+        f"Intervals: {boot['level']:.0%} stratified bootstrap (rliable; {boot['reps']:,} "
+        f"resamples, {boot['curve_reps']:,} for curves and probabilities; seed {boot['seed']}). "
+        "The median is over runs; the IQM is the mean of the middle 50 % of runs.",
+        "",
+        "| setting | runs | IQM | median | mean | env steps (all runs) | wall time (all runs) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in settings.items():
+        wall = "n/a" if row["wall_seconds"] is None else f"{row['wall_seconds'] / 3600:.2f} h"
+        lines.append(
+            f"| {name} | {row['runs']} | {_ci(row['iqm'], row['iqm_ci'], digits)} | "
+            f"{_ci(row['median'], row['median_ci'], digits)} | "
+            f"{_ci(row['mean'], row['mean_ci'], digits)} | {row['env_steps']:,} | {wall} |"
+        )
+    names = list(settings)
+    if len(names) > 1:
+        lines += ["", "Probability of improvement P(row > column): a run of the row's setting "
+                  "scores above one of the column's (ties count half), with its interval.", "",
+                  "| | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]  # fmt: skip
+        for x in names:
+            cells = [
+                "—" if x == y else _ci(report["improvement"][f"{x} > {y}"]["p"],
+                                       report["improvement"][f"{x} > {y}"]["ci"], 2)
+                for y in names
+            ]  # fmt: skip
+            lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    if report["left_out"]:
+        lines += ["", f"Not counted ({len(report['left_out'])}):"]
+        lines += [f"- {path}: {why}" for path, why in report["left_out"].items()]
+    lines += ["", "Figures: `iqm_curve.png` (IQM over runs of the "
+              f"{report['curve']['training_return']} particle's pooled training return against "
+              "env steps, with its interval band), `performance_profile.png` (fraction of runs "
+              f"whose {report['metric']} exceeds τ)."]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def _figures(report: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    steps = report["curve"]["env_steps"]
+    for i, (name, (iqm, lo, hi)) in enumerate(report["curve"]["settings"].items()):
+        ax.plot(steps, iqm, color=f"C{i % 10}", label=name)
+        ax.fill_between(steps, lo, hi, color=f"C{i % 10}", alpha=0.2)
+    ax.set_xlabel("env steps")
+    ax.set_ylabel(f"IQM of the {report['curve']['training_return']} particle's return")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "iqm_curve.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    taus = report["profile"]["taus"]
+    for i, (name, (profile, ci)) in enumerate(report["profile"]["settings"].items()):
+        ax.plot(taus, profile, color=f"C{i % 10}", label=name)
+        ax.fill_between(taus, ci[0], ci[1], color=f"C{i % 10}", alpha=0.2)
+    ax.set_xlabel(f"τ ({report['metric']})")
+    ax.set_ylabel("fraction of runs scoring above τ")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "performance_profile.png", dpi=120)
+    plt.close(fig)
+
+
+def write_report(dirs: list[Path], metric: str, out: Path, reps: int = stats.REPS) -> Path:
+    """Compute the report of ``dirs`` and write it into ``out``; the path of ``report.md``."""
+    report = build_report(dirs, metric, reps)
+    make_directory(out)
+    text = json.dumps(strict_json(report), indent=2, allow_nan=False)
+    (out / "report.json").write_text(text + "\n")
+    (out / "report.md").write_text(markdown(report))
+    _figures(report, out)
+    return out / "report.md"

@@ -1,0 +1,203 @@
+"""``evo-svpg sweep`` and ``evo-svpg report``: spec errors, a killed sweep finishing
+identically, failures reported, and the report's numbers against a direct computation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.stats
+
+from evo_svpg.cli import main
+from evo_svpg.rundir import RunLock
+from evo_svpg.sweep_spec import SweepSpec, setting_name
+
+BASE = """
+[base]
+particles = 3
+steps_per_particle = 300
+envs_per_particle = 3
+hidden_sizes = [8]
+iterations = 6
+checkpoint_every = 2
+final_eval_episodes = 2
+"""
+SPEC = "seeds = [0, 1]\n" + BASE + '[grid]\nmode = ["pure", "independent"]\n'
+
+
+def _spec(tmp_path: Path, text: str = SPEC) -> Path:
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    return path
+
+
+def _sweep(spec: Path, out: Path, *args: str, **kw) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "evo_svpg.cli", "sweep", str(spec), "--out", str(out), *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    """What a sweep computed: every run's metrics and scalars."""
+    files = sorted(out.glob("*/seed*/metrics.csv")) + sorted(out.glob("*/seed*/scalars.csv"))
+    return {str(p.relative_to(out)): p.read_bytes() for p in files}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("seeds = [0]\nfoo = 1\n[grid]\nmode = ['pure']", r"unknown key\(s\) \['foo'\]"),
+        ("seeds = []\n[grid]\nmode = ['pure']", r"seeds=\[\] must be a non-empty list"),
+        ("seeds = [0, 0]\n[grid]\nmode = ['pure']", r"seeds=\[0, 0\] must be .* distinct"),
+        ("seeds = [-1]\n[grid]\nmode = ['pure']", r"integers >= 0"),
+        ("seeds = [0]\n[base]\nalpha = 1\n", r"the grid is empty"),
+        ("seeds = [0]\n[grid]\n", r"the grid is empty"),
+        ("seeds = [0]\n[grid]\nmode = []", r"mode = \[\] must be a non-empty list"),
+        ("seeds = [0]\n[grid]\nmode = 'pure'", r"mode = 'pure' must be a non-empty list"),
+        ("seeds = [0]\n[grid]\nmode = ['pure', 'pure']", r"lists a value twice"),
+        ("seeds = [0]\n[grid]\nalfa = [1, 2]", r"\[grid\] key 'alfa' is not a run key"),
+        ("seeds = [0]\n[base]\nalfa = 1\n[grid]\nmode = ['pure']", r"\[base\] key 'alfa'"),
+        ("seeds = [0]\n[base]\nseed = 3\n[grid]\nmode = ['pure']", r"sets 'seed': list the"),
+        ("seeds = [0]\n[base]\nmode = 'pure'\n[grid]\nmode = ['pure']", r"in both \[base\]"),
+        ("seeds = [0]\n[grid]\nalpha = [1, -2]", r"setting alpha=-2: .*alpha"),
+        ("seeds = [0]\n[grid]\nenv = ['Nope-v0']", r"setting env=Nope-v0: .*Nope-v0"),
+    ],
+)
+def test_a_bad_spec_is_refused_naming_the_problem_before_anything_is_written(
+    tmp_path, capsys, text, message
+):
+    out = tmp_path / "out"
+    assert main(["sweep", str(_spec(tmp_path, text)), "--out", str(out), "--jobs", "1"]) == 2
+    assert __import__("re").search(message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_setting_names_sort_keys_and_escape_path_characters():
+    assert setting_name({"mode": "pure", "alpha": 10}) == "alpha=10,mode=pure"
+    assert setting_name({"env": "evo_svpg/CartpoleSwingup-v0"}) == (
+        "env=evo_svpg%2FCartpoleSwingup-v0"
+    )
+    assert setting_name({"hidden_sizes": [64, 64], "alpha": 0.1}) == (
+        "alpha=0.1,hidden_sizes=64-64"
+    )
+    spec = SweepSpec.from_dict({"seeds": [3], "grid": {"mode": ["pure"], "alpha": [1, 3]}})
+    assert [s.name for s in spec.settings()] == ["alpha=1,mode=pure", "alpha=3,mode=pure"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    """The sweep of SPEC run once, start to end."""
+    tmp = tmp_path_factory.mktemp("whole")
+    proc = _sweep(_spec(tmp), tmp / "out", "--jobs", "2")
+    stdout, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stdout
+    assert "all 4 runs finished" in stdout
+    return tmp / "out"
+
+
+def test_a_killed_sweep_finishes_with_what_an_uninterrupted_one_computes(tmp_path, uninterrupted):
+    """SIGKILL of the sweep and its runs (a session ending) once a run has a checkpoint and is
+    unfinished; the same command then resumes it, starts the rest and skips the finished."""
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    proc = _sweep(spec, out, "--jobs", "1", start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        cut = [
+            p for p in out.glob("*/seed*/checkpoint.pt") if not (p.parent / "summary.json").exists()
+        ]
+        finished = list(out.glob("*/seed*/summary.json"))
+        if cut and finished:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    again = _sweep(spec, out, "--jobs", "1")
+    stdout, _ = again.communicate(timeout=600)
+    assert again.returncode == 0, stdout
+    assert "(1 resumed)" in stdout  # the run cut after a checkpoint
+    assert "all 4 runs finished" in stdout
+    assert _outputs(out) == _outputs(uninterrupted)
+    third = _sweep(spec, out)
+    stdout, _ = third.communicate(timeout=120)
+    assert "4 finished, 0 to run" in stdout
+
+
+def test_another_spec_into_a_sweeps_directory_is_refused(tmp_path, uninterrupted, capsys):
+    other = _spec(tmp_path, SPEC.replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    assert main(["sweep", str(other), "--out", str(uninterrupted)]) == 2
+    err = capsys.readouterr().err
+    assert "holds a sweep of another spec (seeds differ" in err
+
+
+def test_a_failed_run_is_reported_with_its_log_and_the_others_finish(tmp_path, capsys):
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    held = out / "mode=pure" / "seed1"
+    held.mkdir(parents=True)
+    lock = RunLock(held)  # another process holds this run's directory: its run fails
+    try:
+        code = main(["sweep", str(spec), "--out", str(out), "--jobs", "2"])
+    finally:
+        lock.release()
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "mode=pure seed 1: failed (exit 2); its log: " in printed
+    assert "1 run(s) did not finish" in printed
+    assert len(list(out.glob("*/seed*/summary.json"))) == 3
+
+
+def test_report_numbers_are_a_direct_computation_on_the_same_runs(uninterrupted, tmp_path):
+    assert main(["report", str(uninterrupted), "--out", str(tmp_path), "--reps", "500"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["metric"] == "final_mean_particle_return"
+    scores = {}
+    for name in ("mode=independent", "mode=pure"):
+        values = [
+            json.loads((uninterrupted / name / f"seed{s}" / "summary.json").read_text())[
+                "final_mean_particle_return"
+            ]
+            for s in (0, 1)
+        ]
+        scores[name] = np.array(values)
+        row = report["settings"][name]
+        assert row["runs"] == 2
+        assert row["seeds"] == [0, 1]
+        assert row["iqm"] == pytest.approx(scipy.stats.trim_mean(values, 0.25), rel=1e-12)
+        assert row["median"] == pytest.approx(np.median(values), rel=1e-12)
+        assert row["mean"] == pytest.approx(np.mean(values), rel=1e-12)
+        for key in ("iqm", "median", "mean"):
+            lo, hi = row[f"{key}_ci"]
+            assert min(values) <= lo <= row[key] <= hi <= max(values)
+        assert row["wall_seconds"] > 0
+    a, b = scores["mode=pure"], scores["mode=independent"]
+    direct = ((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])).mean()
+    assert report["improvement"]["mode=pure > mode=independent"]["p"] == pytest.approx(direct)
+    assert report["improvement"]["mode=independent > mode=pure"]["p"] == pytest.approx(1 - direct)
+    assert (tmp_path / "report.md").read_text().startswith("# final_mean_particle_return")
+    for figure in ("iqm_curve.png", "performance_profile.png"):
+        assert (tmp_path / figure).stat().st_size > 0
+
+
+def test_report_refuses_an_unknown_metric_naming_the_fields(uninterrupted, tmp_path, capsys):
+    assert main(["report", str(uninterrupted), "--metric", "nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--metric 'nope' is in no run's summary.json" in err
+    assert "final_best_particle_return" in err
+
+
+STUDIES = [  # sweep specs; tune_*.toml are Optuna studies (tests/test_tune.py)
+    p
+    for p in sorted((Path(__file__).parents[1] / "configs" / "studies").glob("*.toml"))
+    if not p.name.startswith("tune_")
+]
+
+
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_the_shipped_study_specs_are_valid(path):
+    spec = SweepSpec.load(path)
+    assert len(spec.check_configs(str(path))) == len(spec.settings())
