@@ -2,18 +2,20 @@
 IQM, median and mean, probabilities of improvement, IQM curves, performance profiles.
 
 Scores are ``[runs]`` per setting: one task, so rliable's stratified bootstrap resamples the
-runs. Every interval is a 95 % percentile bootstrap with a fixed generator, so a report is
-reproducible. The median is the median of the runs' scores (rliable's ``aggregate_median`` is
-the median over tasks of per-task means: with one task, the mean).
+runs. Every interval is a 95 % percentile bootstrap with numpy's global generator seeded
+(rliable's resampling ignores its ``random_state``), so a report is reproducible. The median
+is the median of the runs' scores (rliable's ``aggregate_median`` is the median over tasks of
+per-task means: with one task, the mean).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import warnings
 from collections.abc import Callable
 
 import numpy as np
+import scipy.stats
 
 LEVEL = 0.95
 REPS = 5_000  # bootstrap resamples of an aggregate
@@ -33,16 +35,27 @@ def rliable():
     return library, metrics
 
 
+@contextlib.contextmanager
+def _global_seed(seed: int):
+    """numpy's global generator seeded for a block, and put back after: rliable's stratified
+    bootstrap draws its resamples from it (``np.random.choice``), whatever ``random_state``
+    says, so that is what makes a report reproducible."""
+    saved = np.random.get_state()  # noqa: NPY002
+    np.random.seed(seed)  # noqa: NPY002
+    try:
+        yield
+    finally:
+        np.random.set_state(saved)  # noqa: NPY002
+
+
 def _estimates(
     scores: dict[str, np.ndarray], func: Callable, reps: int, seed: int
 ) -> tuple[dict, dict]:
     library, _ = rliable()
-    with warnings.catch_warnings():  # arch's notice about rliable's random_state keyword
-        warnings.filterwarnings("ignore", "random_state is deprecated", FutureWarning)
+    with _global_seed(seed):
         return library.get_interval_estimates(
-            scores, func, reps=reps, confidence_interval_size=LEVEL,
-            random_state=np.random.RandomState(seed),
-        )  # fmt: skip
+            scores, func, reps=reps, confidence_interval_size=LEVEL
+        )
 
 
 def aggregates(scores: dict[str, np.ndarray], reps: int = REPS, seed: int = 0) -> dict:
@@ -65,6 +78,15 @@ def aggregates(scores: dict[str, np.ndarray], reps: int = REPS, seed: int = 0) -
     return out
 
 
+def improvement(x: np.ndarray, y: np.ndarray) -> float:
+    """P(X > Y) of scores ``[runs_x, 1]`` and ``[runs_y, 1]``: the share of (x, y) pairs with
+    x above y, ties counting half. rliable's ``probability_of_improvement`` for one task (its
+    Mann-Whitney U / (runs_x · runs_y)), without scipy's per-call cost: a report bootstraps
+    it for every pair of settings."""
+    a, b = x[:, 0][:, None], y[:, 0][None, :]
+    return float(((a > b) + 0.5 * (a == b)).mean())
+
+
 def improvement_probabilities(
     scores: dict[str, np.ndarray], reps: int = CURVE_REPS, seed: int = 0
 ) -> dict[tuple[str, str], dict]:
@@ -72,7 +94,7 @@ def improvement_probabilities(
     of settings, with its interval: ``{(x, y): {"p": ..., "ci": [lo, hi]}}``. Bootstrapped once
     per unordered pair: ``P(Y > X) = 1 − P(X > Y)`` in every resample, so its interval is
     ``[1 − hi, 1 − lo]``."""
-    _, metrics = rliable()
+    rliable()  # its absence named first
     names = list(scores)
     column = {name: np.asarray(v, dtype=np.float64)[:, None] for name, v in scores.items()}
     pairs = {
@@ -80,7 +102,7 @@ def improvement_probabilities(
     }
     if not pairs:
         return {}
-    point, ci = _estimates(pairs, metrics.probability_of_improvement, reps, seed)
+    point, ci = _estimates(pairs, improvement, reps, seed)
     out = {}
     for key in pairs:
         x, y = key.split("\t")
@@ -95,10 +117,9 @@ def iqm_curves(
 ) -> dict[str, np.ndarray]:
     """``[3, points]`` (IQM, low, high) per setting from its curves ``[runs, points]``: the runs
     are resampled together at every point (one bootstrap sample is a set of whole curves)."""
-    _, metrics = rliable()
 
-    def iqm(scores: np.ndarray) -> np.ndarray:  # [runs, 1, points]
-        return np.array([metrics.aggregate_iqm(scores[..., t]) for t in range(scores.shape[-1])])
+    def iqm(scores: np.ndarray) -> np.ndarray:  # [runs, 1, points]: rliable's IQM per point
+        return scipy.stats.trim_mean(scores[:, 0, :], proportiontocut=0.25, axis=0)
 
     shaped = {name: np.asarray(c, dtype=np.float64)[:, None, :] for name, c in curves.items()}
     point, ci = _estimates(shaped, iqm, reps, seed)
@@ -112,11 +133,7 @@ def performance_profiles(
     profile bootstraps with numpy's global generator: seeded here)."""
     library, _ = rliable()
     columns = {name: np.asarray(v, dtype=np.float64)[:, None] for name, v in scores.items()}
-    saved = np.random.get_state()  # noqa: NPY002 (rliable draws from the global generator)
-    np.random.seed(seed)  # noqa: NPY002
-    try:
+    with _global_seed(seed):
         return library.create_performance_profile(
             columns, taus, reps=reps, confidence_interval_size=LEVEL
         )
-    finally:
-        np.random.set_state(saved)  # noqa: NPY002

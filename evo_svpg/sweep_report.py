@@ -179,6 +179,12 @@ def _ci(value: float, ci: list[float], digits: int) -> str:
     return f"{value:.{digits}f} [{ci[0]:.{digits}f}, {ci[1]:.{digits}f}]"
 
 
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    return f"{seconds / 60:.1f} min" if seconds < 3600 else f"{seconds / 3600:.2f} h"
+
+
 def markdown(report: dict, digits: int = 1) -> str:
     """``report.md``: the settings' table, the probabilities of improvement, what was left out."""
     settings = report["settings"]
@@ -195,7 +201,7 @@ def markdown(report: dict, digits: int = 1) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for name, row in settings.items():
-        wall = "n/a" if row["wall_seconds"] is None else f"{row['wall_seconds'] / 3600:.2f} h"
+        wall = _duration(row["wall_seconds"])
         lines.append(
             f"| {name} | {row['runs']} | {_ci(row['iqm'], row['iqm_ci'], digits)} | "
             f"{_ci(row['median'], row['median_ci'], digits)} | "
@@ -223,34 +229,45 @@ def markdown(report: dict, digits: int = 1) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _colors(n: int) -> list:
+    """``n`` distinct colours: matplotlib's cycle up to 10, tab20 up to 20, then a colormap."""
+    import matplotlib
+
+    if n <= 10:
+        return [f"C{i}" for i in range(n)]
+    cmap = matplotlib.colormaps["tab20" if n <= 20 else "viridis"]
+    return [cmap(i / max(n - 1, 1)) if n > 20 else cmap(i) for i in range(n)]
+
+
 def _figures(report: dict, out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colors = _colors(len(report["settings"]))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     steps = report["curve"]["env_steps"]
     for i, (name, (iqm, lo, hi)) in enumerate(report["curve"]["settings"].items()):
-        ax.plot(steps, iqm, color=f"C{i % 10}", label=name)
-        ax.fill_between(steps, lo, hi, color=f"C{i % 10}", alpha=0.2)
+        ax.plot(steps, iqm, color=colors[i], label=name)
+        ax.fill_between(steps, lo, hi, color=colors[i], alpha=0.15)
     ax.set_xlabel("env steps")
     ax.set_ylabel(f"IQM of the {report['curve']['training_return']} particle's return")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out / "iqm_curve.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = plt.subplots(figsize=(9, 4.8))
     taus = report["profile"]["taus"]
     for i, (name, (profile, ci)) in enumerate(report["profile"]["settings"].items()):
-        ax.plot(taus, profile, color=f"C{i % 10}", label=name)
-        ax.fill_between(taus, ci[0], ci[1], color=f"C{i % 10}", alpha=0.2)
+        ax.plot(taus, profile, color=colors[i], label=name)
+        ax.fill_between(taus, ci[0], ci[1], color=colors[i], alpha=0.15)
     ax.set_xlabel(f"τ ({report['metric']})")
     ax.set_ylabel("fraction of runs scoring above τ")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
     fig.savefig(out / "performance_profile.png", dpi=120)
     plt.close(fig)

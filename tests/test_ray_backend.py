@@ -45,3 +45,16 @@ def test_a_lost_ray_actor_stops_the_run_naming_it():
     finally:
         run.close()
     assert not ray.is_initialized()
+
+
+def test_a_sweep_on_a_local_ray_computes_what_a_local_sweep_does(tmp_path):
+    from test_sweep import BASE, _outputs, _spec, _sweep
+
+    spec = _spec(tmp_path, "seeds = [0, 1]\n" + BASE + '[grid]\nmode = ["pure"]\n')
+    for backend in ("local", "ray"):
+        proc = _sweep(spec, tmp_path / backend, "--jobs", "2", "--backend", backend)
+        stdout, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, stdout
+        assert f"{backend} backend" in stdout
+    assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")
+    assert len(_outputs(tmp_path / "ray")) == 4  # 2 runs × metrics and scalars

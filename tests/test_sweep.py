@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.stats
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from evo_svpg.cli import main
 from evo_svpg.rundir import RunLock
@@ -181,6 +183,12 @@ def test_report_numbers_are_a_direct_computation_on_the_same_runs(uninterrupted,
     assert (tmp_path / "report.md").read_text().startswith("# final_mean_particle_return")
     for figure in ("iqm_curve.png", "performance_profile.png"):
         assert (tmp_path / figure).stat().st_size > 0
+    again = tmp_path / "again"  # reproducible: the same report, intervals included
+    assert main(["report", str(uninterrupted), "--out", str(again), "--reps", "500"]) == 0
+    twice = json.loads((again / "report.json").read_text())
+    assert {k: v for k, v in twice.items() if k != "written"} == {
+        k: v for k, v in report.items() if k != "written"
+    }
 
 
 def test_report_refuses_an_unknown_metric_naming_the_fields(uninterrupted, tmp_path, capsys):
@@ -201,3 +209,18 @@ STUDIES = [  # sweep specs; tune_*.toml are Optuna studies (tests/test_tune.py)
 def test_the_shipped_study_specs_are_valid(path):
     spec = SweepSpec.load(path)
     assert len(spec.check_configs(str(path))) == len(spec.settings())
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    st.lists(st.integers(0, 5), min_size=1, max_size=7),
+    st.lists(st.integers(0, 5), min_size=1, max_size=7),
+)
+def test_the_fast_probability_of_improvement_is_rliables(x, y):
+    """Ties are common in these small integer lists: both count them half."""
+    from rliable import metrics
+
+    from evo_svpg.stats import improvement
+
+    a, b = np.array(x, float)[:, None], np.array(y, float)[:, None]
+    assert improvement(a, b) == pytest.approx(metrics.probability_of_improvement(a, b), abs=1e-12)
