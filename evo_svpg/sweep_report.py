@@ -153,6 +153,7 @@ def build_report(dirs: list[Path], metric: str = DEFAULT_METRIC, reps: int = sta
             None if None in seconds else round(float(sum(seconds)), 1)
         )
         report["settings"][name]["seeds"] = [r.seed for r in rs]
+        report["settings"][name]["scores"] = [r.value(metric) for r in rs]  # by seed
     all_runs = [r for rs in counted.values() for r in rs]
     grid = _curve_grid(all_runs)
     curve = "best" if "best" in metric else "mean"
