@@ -10,7 +10,6 @@ import argparse
 import csv
 import json
 import logging
-import os
 import signal
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from evo_svpg.callbacks import (
     TensorBoardScalars,
 )
 from evo_svpg.checkpoint import load_checkpoint
+from evo_svpg.cli_experiments import EXPERIMENT_COMMANDS, add_experiment_parsers
 from evo_svpg.config import RunConfig, all_keys, flatten, load_toml, sections_for_help
 from evo_svpg.engine import build_run, check_run_config
 from evo_svpg.loop import Terminated, train
@@ -92,34 +92,7 @@ def _parser(
     plot.add_argument("dirs", type=Path, nargs="+", help="run directories with metrics.csv")
     plot.add_argument("--out", type=Path, help="PNG path (default: DIR/learning_curves.png)")
     sub.add_parser("modes", help="list the modes and the operators they compose")
-    sweep = sub.add_parser(
-        "sweep", help="every run of SPEC.toml (seeds × a grid of settings); again: finish it"
-    )
-    sweep.add_argument("spec", type=Path, help="TOML: seeds = [...], [base] keys, [grid] lists")
-    sweep.add_argument("--out", type=Path, required=True, help="the sweep's directory")
-    sweep.add_argument(
-        "--jobs", type=int, help="runs at once (default: local, one per usable core; ray, one "
-        "per CPU of the cluster)",
-    )  # fmt: skip
-    sweep.add_argument("--backend", default="local", choices=["local", "ray"])
-    sweep.add_argument("--address", default="", help="the Ray cluster (HEAD:6379); '': local")
-    report = sub.add_parser("report", help="rliable statistics and figures of sweep runs")
-    report.add_argument("dirs", type=Path, nargs="+", help="sweep directories")
-    report.add_argument(
-        "--metric", default="final_mean_particle_return", help="a summary.json field "
-        "(default: final_mean_particle_return)",
-    )  # fmt: skip
-    report.add_argument("--out", type=Path, help="where report.md etc. go (default: DIR)")
-    report.add_argument(
-        "--reps", type=int, default=5000, help="bootstrap resamples per aggregate (default 5000)"
-    )
-    tune = sub.add_parser("tune", help="an Optuna study over run settings (SQLite, resumable)")
-    tune.add_argument("spec", type=Path, help="TOML: seeds, [base], [search] ranges and lists")
-    tune.add_argument("--trials", type=int, required=True, help="the study's total trials")
-    tune.add_argument("--out", type=Path, required=True, help="the study's directory")
-    tune.add_argument("--jobs", type=int, help="a trial's runs at once (default: usable cores)")
-    tune.add_argument("--backend", default="local", choices=["local", "ray"])
-    tune.add_argument("--address", default="", help="the Ray cluster (HEAD:6379); '': local")
+    add_experiment_parsers(sub)
     return parser
 
 
@@ -344,33 +317,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sweep(args: argparse.Namespace) -> int:
-    from evo_svpg.sweep import run_sweep
-
-    jobs = args.jobs
-    if jobs is None:
-        jobs = len(os.sched_getaffinity(0)) if args.backend == "local" else 0
-    return run_sweep(args.spec, args.out, jobs, args.backend, args.address)
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from evo_svpg.sweep_report import write_report
-
-    if args.reps < 100:
-        raise ValueError(f"--reps {args.reps}: must be >= 100 (bootstrap resamples)")
-    path = write_report(args.dirs, args.metric, args.out or args.dirs[0], args.reps)
-    print(path.read_text())
-    print(f"wrote {path.parent}/report.md, report.json, iqm_curve.png, performance_profile.png")
-    return 0
-
-
-def cmd_tune(args: argparse.Namespace) -> int:
-    from evo_svpg.tune import run_tune
-
-    jobs = len(os.sched_getaffinity(0)) if args.jobs is None else args.jobs
-    return run_tune(args.spec, args.trials, args.out, jobs, args.backend, args.address)
-
-
 def cmd_modes(args: argparse.Namespace) -> int:
     for name, mode in MODES.items():
         print(f"{name:18s} {mode.description}\n{'':18s} [{mode_operators(name)}]")
@@ -382,10 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     """The ``evo-svpg`` command (``argv``: its arguments; None: the process's, as a script)."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     args = _parser().parse_args(argv)
-    commands = {
-        "run": cmd_run, "plot": cmd_plot, "modes": cmd_modes, "sweep": cmd_sweep,
-        "report": cmd_report, "tune": cmd_tune,
-    }  # fmt: skip
+    commands = {"run": cmd_run, "plot": cmd_plot, "modes": cmd_modes, **EXPERIMENT_COMMANDS}
     command = commands[args.command]
     try:
         code = command(args)

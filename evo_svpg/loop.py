@@ -16,6 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
+from evo_svpg.config import RunConfig
 from evo_svpg.engine import Run
 from evo_svpg.operators import ParticleStateHolder, PopulationState, component_name
 
@@ -67,8 +68,13 @@ def _record(state: PopulationState, seconds: float, steps_before: int) -> Iterat
 
 def finished(run: Run) -> bool:
     """``iterations`` done, or the env-step ``budget`` (if any) spent."""
-    cfg, state = run.config, run.state
-    return state.iteration >= cfg.iterations or 0 < cfg.budget <= state.env_steps
+    return reached(run.config, run.state.iteration, run.state.env_steps)
+
+
+def reached(cfg: RunConfig, iterations: int, env_steps: int) -> bool:
+    """Whether a run of ``cfg`` that has done ``iterations`` and ``env_steps`` is finished
+    (also read off a ``summary.json`` by sweeps and reports)."""
+    return iterations >= cfg.iterations or 0 < cfg.budget <= env_steps
 
 
 class Hook(Protocol):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import zlib
 from collections.abc import Callable
 
 import numpy as np
@@ -48,14 +49,37 @@ def _global_seed(seed: int):
         np.random.set_state(saved)  # noqa: NPY002
 
 
+def _data_seed(seed: int, data) -> int:
+    """``seed`` mixed with the bytes of the scores: an interval is a function of its own
+    data, not of which other settings the report holds or their order."""
+    arrays = data if isinstance(data, tuple) else (data,)
+    digest = zlib.crc32(
+        b"".join(np.ascontiguousarray(a, dtype=np.float64).tobytes() for a in arrays)
+    )
+    return (seed * 1_000_003 + digest) % 2**32
+
+
 def _estimates(
-    scores: dict[str, np.ndarray], func: Callable, reps: int, seed: int
+    scores: dict[str, np.ndarray | tuple], func: Callable, reps: int, seed: int
 ) -> tuple[dict, dict]:
+    """rliable's point and interval estimates of ``func``, each key with its own seeding."""
     library, _ = rliable()
-    with _global_seed(seed):
-        return library.get_interval_estimates(
-            scores, func, reps=reps, confidence_interval_size=LEVEL
-        )
+    point, ci = {}, {}
+    for key, data in scores.items():
+        with _global_seed(_data_seed(seed, data)):
+            p, c = library.get_interval_estimates(
+                {key: data}, func, reps=reps, confidence_interval_size=LEVEL
+            )
+        point[key], ci[key] = p[key], c[key]
+    return point, ci
+
+
+def iqm(values) -> float:
+    """Interquartile mean of the finite ``values`` (rliable's: the 25 % trimmed mean); NaN if
+    none is finite."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    return float(scipy.stats.trim_mean(x, 0.25)) if x.size else float("nan")
 
 
 def aggregates(scores: dict[str, np.ndarray], reps: int = REPS, seed: int = 0) -> dict:
@@ -133,7 +157,7 @@ def performance_profiles(
     profile bootstraps with numpy's global generator: seeded here)."""
     library, _ = rliable()
     columns = {name: np.asarray(v, dtype=np.float64)[:, None] for name, v in scores.items()}
-    with _global_seed(seed):
+    with _global_seed(_data_seed(seed, tuple(columns.values()))):
         return library.create_performance_profile(
             columns, taus, reps=reps, confidence_interval_size=LEVEL
         )

@@ -27,6 +27,7 @@ from typing import Any
 
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import check_run_config
+from evo_svpg.loop import reached
 from evo_svpg.rundir import RunLock, make_directory
 from evo_svpg.sweep_spec import Setting, SweepSpec
 
@@ -70,16 +71,15 @@ class SweepRun:
             return False
         done = json.loads(summary.read_text())
         cfg = RunConfig.from_dict({**self.keys, **(until or {})})
-        return done["iterations"] >= cfg.iterations or 0 < cfg.budget <= done["env_steps"]
+        return reached(cfg, done["iterations"], done["env_steps"])
 
     def arguments(self, until: dict[str, int] | None = None) -> list[str]:
         """``evo-svpg run`` arguments that continue it (to ``until``'s iterations or budget, if
         given): a resume if it has a checkpoint, else a fresh start (what a run killed before
         its first checkpoint left is cleared, unless a process still holds it: the fresh start
         computes it again exactly)."""
-        until = until or {}
+        extend = [f"--{k}={v}" for k, v in (until or {}).items()]
         if (self.path / "checkpoint.pt").exists():
-            extend = [f"--{k}={v}" for k, v in until.items()]
             return ["run", "--resume", str(self.path), *extend]
         if self.path.exists():
             try:  # not while a run (of an earlier sweep process) still writes it
@@ -89,15 +89,15 @@ class SweepRun:
             else:
                 shutil.rmtree(self.path)
         self.config_file.parent.mkdir(parents=True, exist_ok=True)
-        self.config_file.write_text(json.dumps({**self.keys, **until}, indent=2) + "\n")
-        return ["run", "--config", str(self.config_file), "--out", str(self.path)]
+        self.config_file.write_text(json.dumps(self.keys, indent=2) + "\n")  # the whole run's
+        return ["run", "--config", str(self.config_file), "--out", str(self.path), *extend]
 
 
 def plan(spec: SweepSpec, out: Path, jobs: int) -> list[SweepRun]:
     """Every run of ``spec`` under ``out``, seed-major (seed 0 of every setting first, so a
     sweep stopped early has comparable first seeds). Runs get one worker process and their
     share of the cores as gradient threads, unless the spec sets ``workers``/``threads``."""
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
     defaults = {"workers": 1, "threads": threads}
     out = out.resolve()  # Ray tasks may start elsewhere: absolute paths
     return [
@@ -160,8 +160,6 @@ Jobs = list[tuple[SweepRun, list[str]]]  # each run and the `evo-svpg` arguments
 
 def local_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
     """``(run, exit code, seconds)`` as runs end, ``jobs`` processes at a time."""
-    if address:
-        raise ValueError(f"--address {address} is for --backend ray; the local backend has none")
     with ThreadPoolExecutor(jobs) as pool:
         futures = {pool.submit(run_cli, args, str(r.log)): r for r, args in todo}
         try:
@@ -189,14 +187,16 @@ def ray_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
         queue, running = list(todo), {}
         while queue or running:
             while queue and len(running) < limit:
-                r, args = queue.pop(0)
-                running[task.remote(args, str(r.log))] = r
+                r, args = queue.pop(0)  # as many CPUs as the run has gradient threads
+                ref = task.options(num_cpus=r.keys.get("threads", 1)).remote(args, str(r.log))
+                running[ref] = r
             ready, _ = ray.wait(list(running), num_returns=1)
             r = running.pop(ready[0])
             try:
                 yield (r, *ray.get(ready[0]))
             except ray.exceptions.RayError as exc:  # its node lost: the run resumes next time
-                r.log.open("a").write(f"\nthe Ray task was lost: {exc}\n")
+                with r.log.open("a") as fh:
+                    fh.write(f"\nthe Ray task was lost: {exc}\n")
                 yield (r, -1, 0.0)
     finally:
         if own:
@@ -246,14 +246,26 @@ def _ended(run: SweepRun, code: int, seconds: float) -> tuple[bool, str]:
     return False, f"{run.label}: {why}; its log: {run.log}"
 
 
-def run_sweep(spec_path: Path, out: Path, jobs: int, backend: str, address: str = "") -> int:
-    """``evo-svpg sweep``: every unfinished run of the spec at ``spec_path`` under ``out``. Exit
-    code 0 when all have finished, 1 if one failed (the others still ran), 130 on Ctrl-C."""
+def check_backend(backend: str, jobs: int, address: str) -> None:
+    """ValueError naming the flag for a backend, ``--jobs`` or ``--address`` that cannot be
+    used (Ray not installed included), before anything is written."""
     if backend not in BACKENDS:
         raise ValueError(f"--backend {backend!r}: choose one of {list(BACKENDS)}")
     if jobs < (1 if backend == "local" else 0):
         least = "1" if backend == "local" else "0 (0: one per CPU of the cluster)"
         raise ValueError(f"--jobs {jobs}: must be >= {least}")
+    if backend == "local" and address:
+        raise ValueError(f"--address {address} is for --backend ray; the local backend has none")
+    if backend == "ray":
+        from evo_svpg.ray_workers import _ray
+
+        _ray()
+
+
+def run_sweep(spec_path: Path, out: Path, jobs: int, backend: str, address: str = "") -> int:
+    """``evo-svpg sweep``: every unfinished run of the spec at ``spec_path`` under ``out``. Exit
+    code 0 when all have finished, 1 if one failed (the others still ran), 130 on Ctrl-C."""
+    check_backend(backend, jobs, address)
     spec = SweepSpec.load(spec_path)
     check_spec(spec, str(spec_path))
     lock = claim(out, spec.to_dict())

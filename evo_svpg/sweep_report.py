@@ -22,6 +22,7 @@ import numpy as np
 
 from evo_svpg import stats
 from evo_svpg.config import RunConfig
+from evo_svpg.loop import reached
 from evo_svpg.plot import curves_on_grid, load_curves
 from evo_svpg.report import strict_json
 from evo_svpg.rundir import make_directory
@@ -37,43 +38,70 @@ class RunRecord:
     path: Path
     setting: str
     seed: int
-    summary: dict
-    finished: bool
+    summary: dict  # {} when the run has none yet
+    state: str  # "finished", or why the run is not counted
     seconds: float | None  # its processes' wall seconds, all sessions (sweeps record them)
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
 
     def value(self, metric: str) -> float:
         value = self.summary.get(metric)
         return float(value) if isinstance(value, int | float) else math.nan
 
 
-def _record(path: Path) -> RunRecord:
-    summary = json.loads((path / "summary.json").read_text())
+def _target(path: Path) -> RunConfig:
+    """What the run is to do: the keys a sweep started it with (``seed<k>.config.json``: a tune
+    trial's runs advance by stages, their own config.json says the stage), else its config."""
+    started = path.with_name(path.name + ".config.json")
+    if started.is_file():
+        return RunConfig.from_dict(json.loads(started.read_text()), source=str(started))
     config = json.loads((path / "config.json").read_text())["config"]
-    cfg = RunConfig.from_saved(config, source=str(path / "config.json"))
-    done = summary["iterations"] >= cfg.iterations or 0 < cfg.budget <= summary["env_steps"]
+    return RunConfig.from_saved(config, source=str(path / "config.json"))
+
+
+def _state(path: Path, summary: dict) -> str:
+    if not summary:
+        return "no summary.json: not started, running, or killed"
+    if reached(_target(path), summary["iterations"], summary["env_steps"]):
+        return "finished"
+    log = path.with_name(path.name + ".log")
+    stops = (
+        [ln for ln in log.read_text().splitlines() if "evo-svpg: stopped:" in ln]
+        if log.is_file()
+        else []
+    )
+    if stops:  # a NaN or a dead worker: the same command stops it again
+        return f"stopped after iteration {summary['iterations']} ({stops[-1].strip()})"
+    return f"unfinished: {summary['iterations']} iterations, {summary['env_steps']:,} env steps"
+
+
+def _record(path: Path) -> RunRecord:
+    summary_path = path / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     seconds_file = path.with_name(path.name + ".seconds")
     seconds = float(seconds_file.read_text()) if seconds_file.exists() else None
     seed = int(_SEED_DIR.fullmatch(path.name).group(1))
-    return RunRecord(path, path.parent.name, seed, summary, done, seconds)
+    return RunRecord(path, path.parent.name, seed, summary, _state(path, summary), seconds)
 
 
 def find_runs(dirs: list[Path]) -> dict[str, list[RunRecord]]:
-    """Every run (``<setting>/seed<k>/`` with a ``summary.json``) under ``dirs``, by setting;
-    ValueError if a directory has none or two directories hold the same setting."""
+    """Every run under ``dirs`` (``<setting>/seed<k>/`` with a ``summary.json``, or that a sweep
+    started: ``<setting>/seed<k>.config.json``), by setting; ValueError if a directory has
+    none or two directories hold the same setting."""
     settings: dict[str, list[RunRecord]] = {}
     home: dict[str, Path] = {}
     for directory in dirs:
         if not directory.is_dir():
             raise ValueError(f"{directory} is not a directory")
-        found = [
-            p.parent
-            for p in sorted(directory.glob("*/seed*/summary.json"))
-            if _SEED_DIR.fullmatch(p.parent.name)
-        ]
+        started = [p.with_name(p.name.removesuffix(".config.json"))
+                   for p in directory.glob("*/seed*.config.json")]  # fmt: skip
+        summarised = [p.parent for p in directory.glob("*/seed*/summary.json")]
+        found = sorted({p for p in started + summarised if _SEED_DIR.fullmatch(p.name)})
         if not found:
             raise ValueError(
-                f"{directory} holds no runs (<setting>/seed<k>/summary.json, as evo-svpg sweep "
-                "writes them)"
+                f"{directory} holds no runs (<setting>/seed<k>/, as evo-svpg sweep writes them)"
             )
         for path in found:
             setting = path.parent.name
@@ -125,7 +153,7 @@ def build_report(dirs: list[Path], metric: str = DEFAULT_METRIC, reps: int = sta
         for name, rs in runs.items()
     }
     left_out = {
-        str(r.path): "unfinished" if not r.finished else f"no {metric}"
+        str(r.path): r.state if not r.finished else f"no {metric} in its summary.json"
         for rs in runs.values()
         for r in rs
         if not (r.finished and math.isfinite(r.value(metric)))
@@ -196,7 +224,12 @@ def markdown(report: dict, digits: int = 1) -> str:
         f"Runs under {', '.join(report['dirs'])}; `evo-svpg report` of {report['written']}. "
         f"Intervals: {boot['level']:.0%} stratified bootstrap (rliable; {boot['reps']:,} "
         f"resamples, {boot['curve_reps']:,} for curves and probabilities; seed {boot['seed']}). "
-        "The median is over runs; the IQM is the mean of the middle 50 % of runs.",
+        "The median is over runs; the IQM is the mean of the middle 50 % of runs."
+        + (
+            f" **{len(report['left_out'])} run(s) not counted** (listed at the end)."
+            if report["left_out"]
+            else " Every run found is counted."
+        ),
         "",
         "| setting | runs | IQM | median | mean | env steps (all runs) | wall time (all runs) |",
         "|---|---|---|---|---|---|---|",

@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
+from evo_svpg import stats
 from evo_svpg.config import RunConfig, load_toml
 from evo_svpg.engine import check_run_config
-from evo_svpg.sweep import BACKENDS, SweepRun, claim
+from evo_svpg.sweep import BACKENDS, SweepRun, check_backend, claim
 from evo_svpg.sweep_spec import Setting, check_base, check_run_keys, check_seeds, setting_name
 
 TUNE_KEYS = ("seeds", "metric", "stages", "base", "search", "sampler_seed")
@@ -57,6 +57,11 @@ def _search_entry(key: str, value: Any, source: str) -> dict | tuple:
     if isinstance(value, list):
         if not value or len({json.dumps(v) for v in value}) != len(value):
             raise ValueError(f"{where} = {value!r} must list distinct choices")
+        if not all(isinstance(v, str | int | float | bool) for v in value):
+            raise ValueError(
+                f"{where} = {value!r}: choices must be strings, numbers or booleans (Optuna "
+                "stores no lists); tune such a key in a sweep's [grid] instead"
+            )
         return tuple(value)
     if not isinstance(value, dict):
         raise ValueError(
@@ -159,11 +164,6 @@ def stage_targets(cfg: RunConfig, stages: int) -> list[dict[str, int]]:
     return [{key: end} for end in ends]
 
 
-def _iqm(values: list[float]) -> float:
-    finite = [v for v in values if math.isfinite(v)]
-    return float(scipy.stats.trim_mean(finite, 0.25)) if finite else math.nan
-
-
 class RunsFailed(RuntimeError):
     """A trial's run ended with an error (its log says which): the trial fails."""
 
@@ -173,9 +173,27 @@ def _metric(run: SweepRun, metric: str) -> float:
     return float(value) if isinstance(value, int | float) else math.nan
 
 
+def _stage_file(run: SweepRun) -> Path:
+    return run.path.with_name(f"seed{run.seed}.stages.json")
+
+
+def stage_value(run: SweepRun, until: dict[str, int], metric: str) -> float:
+    """The metric of ``run`` at the end of stage ``until``, as recorded when the stage ended
+    (``seed<k>.stages.json``): a run that has gone further since (a cut trial retried, the
+    same parameters tried again) still reports what it had there."""
+    key = ",".join(f"{k}={v}" for k, v in until.items())
+    path = _stage_file(run)
+    recorded = json.loads(path.read_text()) if path.exists() else {}
+    if key not in recorded:  # it ended this stage just now
+        recorded[key] = _metric(run, metric)
+        path.write_text(json.dumps(recorded, indent=2) + "\n")
+    value = recorded[key]
+    return float(value) if value is not None else math.nan
+
+
 def _objective(spec: TuneSpec, out: Path, jobs: int, backend: str, address: str):
     optuna_ = optuna()
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    threads = max(1, len(os.sched_getaffinity(0)) // max(jobs, 1))
 
     def objective(trial) -> float:
         values = spec.suggest(trial)
@@ -196,9 +214,10 @@ def _objective(spec: TuneSpec, out: Path, jobs: int, backend: str, address: str)
                     run.add_seconds(seconds)
                     if code != 0:
                         raise RunsFailed(f"{run.label}: exit {code}, see {run.log}")
-                value = _iqm([_metric(r, spec.metric) for r in runs])
+                value = stats.iqm([stage_value(r, until, spec.metric) for r in runs])
                 trial.report(value, step)
-                if trial.should_prune():
+                last = step == len(stages) - 1  # a trial whose runs are done is not pruned
+                if not last and trial.should_prune():
                     raise optuna_.TrialPruned(f"stage {step + 1}: IQM {value:.4g}")
         except KeyboardInterrupt:
             trial.set_user_attr("cut", True)  # tried again, resuming its runs, next time
@@ -244,8 +263,7 @@ def run_tune(
     optuna_ = optuna()
     if trials < 1:
         raise ValueError(f"--trials {trials}: must be >= 1 (the study's total)")
-    if backend not in BACKENDS:
-        raise ValueError(f"--backend {backend!r}: choose one of {list(BACKENDS)}")
+    check_backend(backend, jobs, address)
     if jobs < 1:
         raise ValueError(f"--jobs {jobs}: must be >= 1 (a trial's runs at once)")
     spec = TuneSpec.load(spec_path)
@@ -277,6 +295,8 @@ def run_tune(
             print(f"[trial {trial.number}] {trial.state.name.lower()}: {value} "
                   f"({trial.user_attrs.get('setting', '')})", flush=True)  # fmt: skip
 
+        if left > 0 and backend == "ray":  # one Ray for the whole study, not one per stage
+            _start_ray(address)
         if left > 0:
             study.optimize(
                 _objective(spec, out, jobs, backend, address), n_trials=left,
@@ -287,6 +307,8 @@ def run_tune(
         return 130
     finally:
         lock.release()
+        if backend == "ray":
+            _stop_ray()
     path = write_tune_report(study, spec, out)
     print(f"wrote {path} and {out / 'history.png'}")
     return 0
@@ -309,8 +331,10 @@ def write_tune_report(study, spec: TuneSpec, out: Path) -> Path:
         lines += ["", f"**Best:** trial {best.number}, {best.value:.4g}: "
                   + ", ".join(f"`{k} = {v!r}`" for k, v in best.params.items())]  # fmt: skip
     if len(complete) >= 2 and len(spec.search) >= 2:
-        importance = optuna_.importance.get_param_importances(study)
-        lines += ["", "Parameter importances (fANOVA): "
+        importance = optuna_.importance.get_param_importances(
+            study, evaluator=optuna_.importance.PedAnovaImportanceEvaluator()
+        )
+        lines += ["", "Parameter importances (Optuna's PED-ANOVA over the complete trials): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in importance.items())]  # fmt: skip
     lines += ["", "| trial | state | value | " + " | ".join(spec.search) + " |",
               "|---" * (3 + len(spec.search)) + "|"]  # fmt: skip
@@ -354,3 +378,19 @@ def _history(study, target: Path) -> None:
     fig.tight_layout()
     fig.savefig(target, dpi=120)
     plt.close(fig)
+
+
+def _start_ray(address: str) -> None:
+    from evo_svpg.ray_workers import _ray
+
+    ray = _ray()
+    if not ray.is_initialized():
+        ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING")
+
+
+def _stop_ray() -> None:
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()

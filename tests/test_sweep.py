@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -180,6 +181,10 @@ def test_report_numbers_are_a_direct_computation_on_the_same_runs(uninterrupted,
     direct = ((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])).mean()
     assert report["improvement"]["mode=pure > mode=independent"]["p"] == pytest.approx(direct)
     assert report["improvement"]["mode=independent > mode=pure"]["p"] == pytest.approx(1 - direct)
+    lo, hi = report["improvement"]["mode=pure > mode=independent"]["ci"]
+    assert report["improvement"]["mode=independent > mode=pure"]["ci"] == pytest.approx(
+        [1 - hi, 1 - lo]
+    )
     assert (tmp_path / "report.md").read_text().startswith("# final_mean_particle_return")
     for figure in ("iqm_curve.png", "performance_profile.png"):
         assert (tmp_path / figure).stat().st_size > 0
@@ -224,3 +229,35 @@ def test_the_fast_probability_of_improvement_is_rliables(x, y):
 
     a, b = np.array(x, float)[:, None], np.array(y, float)[:, None]
     assert improvement(a, b) == pytest.approx(metrics.probability_of_improvement(a, b), abs=1e-12)
+
+
+def test_an_interval_depends_only_on_its_own_runs():
+    """Seeded by its data: the same scores get the same interval whatever else is reported."""
+    from evo_svpg import stats
+
+    a, b, c = np.array([1.0, 4, 2, 8, 5]), np.array([3.0, 3, 9, 1, 7]), np.array([2.0, 6, 4])
+    alone = stats.aggregates({"a": a}, reps=300)["a"]
+    assert stats.aggregates({"b": b, "a": a}, reps=300)["a"] == alone
+    assert stats.aggregates({"x": a, "c": c}, reps=300)["x"] == alone  # the name does not count
+    pair = stats.improvement_probabilities({"a": a, "b": b}, reps=300)[("a", "b")]
+    assert stats.improvement_probabilities({"c": c, "a": a, "b": b}, reps=300)[("a", "b")] == pair
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_again_and_is_listed(tmp_path, capsys):
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    stale = out / "mode=pure" / "seed0"
+    stale.mkdir(parents=True)
+    (stale / "config.json").write_text('{"config": {}}')  # what a run killed that early leaves
+    (stale / "metrics.csv").write_text("iteration\n1\n")
+    (out / "mode=pure" / "seed0.config.json").write_text("{}")
+    (tmp_path / "empty").mkdir()
+    code = main(["sweep", str(spec), "--out", str(out), "--jobs", "2"])
+    assert code == 0, capsys.readouterr().out
+    assert (stale / "checkpoint.pt").exists()
+    assert json.loads((stale / "summary.json").read_text())["iterations"] == 6
+    shutil.rmtree(out / "mode=independent" / "seed1")  # gone: still listed, not counted
+    assert main(["report", str(out), "--out", str(tmp_path / "r"), "--reps", "200"]) == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["settings"]["mode=independent"]["runs"] == 1
+    (why,) = report["left_out"].values()
+    assert why.startswith("no summary.json")

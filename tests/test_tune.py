@@ -105,6 +105,8 @@ def test_a_killed_trial_is_tried_again_with_its_runs_resumed(tmp_path):
     assert trials[0].user_attrs["cut"]
     assert trials[1].params == trials[0].params == _trials(whole)[0].params
     assert trials[1].value == _trials(whole)[0].value
+    # its stages report what an uncut trial's do, though its runs had gone on (recorded values)
+    assert trials[1].intermediate_values == _trials(whole)[0].intermediate_values
     assert "(1 complete, 0 pruned, 0 failed)" in (cut / "tune.md").read_text()
 
 
