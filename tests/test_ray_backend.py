@@ -58,3 +58,21 @@ def test_a_sweep_on_a_local_ray_computes_what_a_local_sweep_does(tmp_path):
         assert f"{backend} backend" in stdout
     assert _outputs(tmp_path / "ray") == _outputs(tmp_path / "local")
     assert len(_outputs(tmp_path / "ray")) == 4  # 2 runs × metrics and scalars
+
+
+def test_a_tune_study_on_a_local_ray_computes_what_a_local_one_does(tmp_path):
+    from test_sweep import _spec
+    from test_tune import SPEC, _trials
+
+    from evo_svpg.cli import main
+
+    spec = _spec(tmp_path, SPEC)
+    for backend in ("local", "ray"):
+        out = tmp_path / backend
+        assert main(["tune", str(spec), "--trials", "1", "--out", str(out), "--jobs", "2",
+                     "--backend", backend]) == 0  # fmt: skip
+    local, on_ray = _trials(tmp_path / "local")[0], _trials(tmp_path / "ray")[0]
+    assert on_ray.params == local.params
+    assert on_ray.value == local.value
+    assert on_ray.intermediate_values == local.intermediate_values
+    assert not ray.is_initialized()  # the study stopped the Ray it started
