@@ -93,12 +93,17 @@ class SweepRun:
         return ["run", "--config", str(self.config_file), "--out", str(self.path), *extend]
 
 
+def run_defaults(jobs: int) -> dict[str, int]:
+    """What a sweep's or a study's run gets unless its spec says otherwise: one worker process,
+    and its share of the usable cores (``jobs`` runs at once) as gradient threads."""
+    return {"workers": 1, "threads": max(1, len(os.sched_getaffinity(0)) // max(jobs, 1))}
+
+
 def plan(spec: SweepSpec, out: Path, jobs: int) -> list[SweepRun]:
     """Every run of ``spec`` under ``out``, seed-major (seed 0 of every setting first, so a
     sweep stopped early has comparable first seeds). Runs get one worker process and their
     share of the cores as gradient threads, unless the spec sets ``workers``/``threads``."""
-    threads = max(1, len(os.sched_getaffinity(0)) // jobs)
-    defaults = {"workers": 1, "threads": threads}
+    defaults = run_defaults(jobs)
     out = out.resolve()  # Ray tasks may start elsewhere: absolute paths
     return [
         SweepRun(s, seed, out / s.name / f"seed{seed}", {**defaults, **spec.run_keys(s, seed)})
@@ -171,16 +176,24 @@ def local_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
             raise
 
 
-def ray_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
-    """Each run a Ray task asking for one CPU (``--jobs``: at most that many at once; 0:
-    as many as the cluster has CPUs), on a local Ray or the cluster at ``address``. Every
-    machine needs this package installed and ``--out`` on a filesystem they all see."""
+def start_ray(address: str):
+    """Ray, joined to the cluster at ``address`` (or a new local Ray) unless this process has
+    one already; and whether this call started it (then the caller shuts it down)."""
     from evo_svpg.ray_workers import _ray
 
     ray = _ray()
     own = not ray.is_initialized()
     if own:
         ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING")
+    return ray, own
+
+
+def ray_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
+    """Each run a Ray task asking for as many CPUs as it has gradient threads (``--jobs``: at
+    most that many at once; 0: as many as the cluster has CPUs), on a local Ray or the cluster
+    at ``address``. Every machine needs this package installed and ``--out`` on a filesystem
+    they all see."""
+    ray, own = start_ray(address)
     try:
         task = ray.remote(num_cpus=1, max_retries=0)(run_cli)
         limit = jobs or max(1, int(ray.cluster_resources().get("CPU", 1)))

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ import numpy as np
 from evo_svpg import stats
 from evo_svpg.config import RunConfig, load_toml
 from evo_svpg.engine import check_run_config
-from evo_svpg.sweep import BACKENDS, SweepRun, check_backend, claim
+from evo_svpg.sweep import BACKENDS, SweepRun, check_backend, claim, run_defaults, start_ray
 from evo_svpg.sweep_spec import Setting, check_base, check_run_keys, check_seeds, setting_name
 
 TUNE_KEYS = ("seeds", "metric", "stages", "base", "search", "sampler_seed")
@@ -193,12 +192,11 @@ def stage_value(run: SweepRun, until: dict[str, int], metric: str) -> float:
 
 def _objective(spec: TuneSpec, out: Path, jobs: int, backend: str, address: str):
     optuna_ = optuna()
-    threads = max(1, len(os.sched_getaffinity(0)) // max(jobs, 1))
 
     def objective(trial) -> float:
         values = spec.suggest(trial)
         setting = Setting(setting_name(values), values)
-        keys = {"workers": 1, "threads": threads, **spec.base, **values}
+        keys = {**run_defaults(jobs), **spec.base, **values}
         runs = [
             SweepRun(setting, seed, out / "trials" / setting.name / f"seed{seed}",
                      {**keys, "seed": seed})
@@ -270,6 +268,7 @@ def run_tune(
     spec.check(str(spec_path))
     out = out.resolve()
     lock = claim(out, spec.to_dict(), TUNE_FILE, "study")
+    ray, own_ray = None, False
     optuna_.logging.set_verbosity(optuna_.logging.WARNING)
     try:
         storage = f"sqlite:///{out / 'study.db'}"
@@ -296,7 +295,7 @@ def run_tune(
                   f"({trial.user_attrs.get('setting', '')})", flush=True)  # fmt: skip
 
         if left > 0 and backend == "ray":  # one Ray for the whole study, not one per stage
-            _start_ray(address)
+            ray, own_ray = start_ray(address)
         if left > 0:
             study.optimize(
                 _objective(spec, out, jobs, backend, address), n_trials=left,
@@ -307,8 +306,8 @@ def run_tune(
         return 130
     finally:
         lock.release()
-        if backend == "ray":
-            _stop_ray()
+        if own_ray:
+            ray.shutdown()
     path = write_tune_report(study, spec, out)
     print(f"wrote {path} and {out / 'history.png'}")
     return 0
@@ -378,19 +377,3 @@ def _history(study, target: Path) -> None:
     fig.tight_layout()
     fig.savefig(target, dpi=120)
     plt.close(fig)
-
-
-def _start_ray(address: str) -> None:
-    from evo_svpg.ray_workers import _ray
-
-    ray = _ray()
-    if not ray.is_initialized():
-        ray.init(address=address or "local", include_dashboard=False, logging_level="WARNING")
-
-
-def _stop_ray() -> None:
-    import sys
-
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
-        ray.shutdown()
