@@ -51,13 +51,17 @@ def curves_on_grid(run_dirs: list[Path], grid: np.ndarray) -> dict[str, np.ndarr
     out: dict[str, list[np.ndarray]] = {"best": [], "mean": [], "episode_mean": []}
     for run_dir in run_dirs:
         curves = load_curves(run_dir)
-        steps = curves["env_steps"]
-        index = np.searchsorted(steps, grid, side="right") - 1
         for key in out:
-            values = forward_fill(curves[key])
-            row = np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
-            out[key].append(row)
+            out[key].append(steps_on_grid(curves, key, grid))
     return {key: np.array(rows) for key, rows in out.items()}
+
+
+def steps_on_grid(curves: dict[str, np.ndarray], key: str, grid: np.ndarray) -> np.ndarray:
+    """``curves[key]`` (per iteration) at the env-step ``grid``, as a step function over
+    ``curves["env_steps"]``: NaN before the first iteration, gaps held at the last value."""
+    index = np.searchsorted(curves["env_steps"], grid, side="right") - 1
+    values = forward_fill(curves[key])
+    return np.where(index >= 0, values[np.clip(index, 0, None)], np.nan)
 
 
 def forward_fill(values: np.ndarray) -> np.ndarray:

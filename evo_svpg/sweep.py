@@ -3,9 +3,11 @@ on local processes (``--jobs N``) or as tasks on a Ray cluster (``--backend ray`
 
 Each run is an ordinary ``evo-svpg run`` process: ``DIR/<setting>/seed<k>/`` is its run
 directory, ``seed<k>.config.json`` beside it the keys it was started with, ``seed<k>.log`` its
-output. The same command again finishes the sweep: finished runs are skipped, interrupted
-ones resumed from their checkpoint (bit-identical, as ``evo-svpg run --resume`` is), and one
-killed before its first checkpoint starts again. ``DIR/sweep.json`` keeps the spec; another
+output, and, once it has finished, ``seed<k>.record.json`` its record
+(:mod:`evo_svpg.sweep_records`: small, meant to be committed). The same command again finishes
+the sweep: runs with a record (or a finished run directory) are skipped, interrupted ones
+resumed from their checkpoint (bit-identical, as ``evo-svpg run --resume`` is), and one killed
+before its first checkpoint starts again. ``DIR/sweep.json`` keeps the spec; another
 spec into the same directory is refused. A failed run is reported with its log and does not
 stop the others.
 """
@@ -29,6 +31,7 @@ from evo_svpg.config import RunConfig
 from evo_svpg.engine import check_run_config
 from evo_svpg.loop import reached
 from evo_svpg.rundir import RunLock, make_directory
+from evo_svpg.sweep_records import make_record, record_path, write_record
 from evo_svpg.sweep_spec import Setting, SweepSpec
 
 SWEEP_FILE = "sweep.json"
@@ -58,14 +61,31 @@ class SweepRun:
         """Wall seconds of its processes so far, all sessions (the report's compute)."""
         return self.path.with_name(f"seed{self.seed}.seconds")
 
+    @property
+    def record(self) -> Path:
+        return record_path(self.path)
+
+    def seconds(self) -> float | None:
+        return float(self.seconds_file.read_text()) if self.seconds_file.exists() else None
+
+    def write_record(self) -> None:
+        """Its record, from its finished run directory (:mod:`evo_svpg.sweep_records`), with the
+        keys it was started with (another ``--jobs`` now plans other threads)."""
+        started = self.config_file
+        keys = json.loads(started.read_text()) if started.is_file() else self.keys
+        record = make_record(self.path, self.setting.name, self.seed, keys, self.seconds())
+        write_record(self.record, record)
+
     def add_seconds(self, seconds: float) -> None:
-        before = float(self.seconds_file.read_text()) if self.seconds_file.exists() else 0.0
-        self.seconds_file.write_text(f"{before + seconds:.3f}\n")
+        self.seconds_file.write_text(f"{(self.seconds() or 0.0) + seconds:.3f}\n")
 
     def finished(self, until: dict[str, int] | None = None) -> bool:
-        """Its ``summary.json`` shows the iterations (or the env-step budget) of its config
-        done (an interrupted run writes one too, short of them); ``until``: these instead
-        (``{"iterations": k}`` or ``{"budget": b}``, a stage of a tune trial)."""
+        """It has a record (written once it had finished), or its ``summary.json`` shows the
+        iterations (or the env-step budget) of its config done (an interrupted run writes one
+        too, short of them); ``until``: these instead (``{"iterations": k}`` or
+        ``{"budget": b}``, a stage of a tune trial)."""
+        if self.record.is_file():
+            return True
         summary = self.path / "summary.json"
         if not summary.is_file():
             return False
@@ -249,8 +269,9 @@ class SweepProgress:
 
 
 def _ended(run: SweepRun, code: int, seconds: float) -> tuple[bool, str]:
-    """Whether ``run`` is finished now, and its progress line."""
+    """Whether ``run`` is finished now (then its record is written), and its progress line."""
     if code == 0 and run.finished():
+        run.write_record()
         summary = json.loads((run.path / "summary.json").read_text())
         value = summary.get("final_mean_particle_return")
         shown = "n/a" if value is None else f"{value:.1f}"
@@ -285,6 +306,9 @@ def run_sweep(spec_path: Path, out: Path, jobs: int, backend: str, address: str 
     progress = None
     try:
         runs = plan(spec, out, jobs or os.cpu_count() or 1)
+        for run in runs:  # finished by a sweep before records, or killed before its record
+            if not run.record.is_file() and run.finished():
+                run.write_record()
         todo = [r for r in runs if not r.finished()]
         resumed = sum((r.path / "checkpoint.pt").exists() for r in todo)
         print(

@@ -1,7 +1,8 @@
 """``evo-svpg report DIR... [--metric NAME] [--out PATH]``: rliable statistics of sweep runs.
 
-Reads every ``<setting>/seed<k>/`` run under the given directories (what ``evo-svpg sweep``
-makes) and writes ``report.md``, ``report.json``, ``iqm_curve.png`` and
+Reads every ``<setting>/seed<k>`` run under the given directories (what ``evo-svpg sweep``
+makes): from its record (``seed<k>.record.json``, :mod:`evo_svpg.sweep_records`) when it has
+one, else from its run directory; and writes ``report.md``, ``report.json``, ``iqm_curve.png`` and
 ``performance_profile.png``: per setting the runs, IQM, median and mean of the metric (any
 numeric ``summary.json`` field) with 95 % stratified bootstrap intervals
 (:mod:`evo_svpg.stats`), the probability of improvement of every pair, the IQM of the training
@@ -23,9 +24,10 @@ import numpy as np
 from evo_svpg import stats
 from evo_svpg.config import RunConfig
 from evo_svpg.loop import reached
-from evo_svpg.plot import curves_on_grid, load_curves
+from evo_svpg.plot import load_curves, steps_on_grid
 from evo_svpg.report import strict_json
 from evo_svpg.rundir import make_directory
+from evo_svpg.sweep_records import read_record, record_path
 from evo_svpg.sweep_spec import SweepSpec
 
 DEFAULT_METRIC = "final_mean_particle_return"
@@ -41,6 +43,7 @@ class RunRecord:
     summary: dict  # {} when the run has none yet
     state: str  # "finished", or why the run is not counted
     seconds: float | None  # its processes' wall seconds, all sessions (sweeps record them)
+    record: dict | None  # its record, if it has one
 
     @property
     def finished(self) -> bool:
@@ -49,6 +52,10 @@ class RunRecord:
     def value(self, metric: str) -> float:
         value = self.summary.get(metric)
         return float(value) if isinstance(value, int | float) else math.nan
+
+    def curves(self) -> dict[str, np.ndarray]:
+        """``env_steps``, ``best`` and ``mean`` per iteration (pooled over the run's window)."""
+        return self.record["curves"] if self.record else load_curves(self.path)
 
 
 def _target(path: Path) -> RunConfig:
@@ -78,25 +85,30 @@ def _state(path: Path, summary: dict) -> str:
 
 
 def _record(path: Path) -> RunRecord:
+    seed = int(_SEED_DIR.fullmatch(path.name).group(1))
+    if record_path(path).is_file():
+        record = read_record(record_path(path), path.parent.name, seed)
+        summary, seconds = record["summary"], record["seconds"]
+        return RunRecord(path, path.parent.name, seed, summary, "finished", seconds, record)
     summary_path = path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     seconds_file = path.with_name(path.name + ".seconds")
     seconds = float(seconds_file.read_text()) if seconds_file.exists() else None
-    seed = int(_SEED_DIR.fullmatch(path.name).group(1))
-    return RunRecord(path, path.parent.name, seed, summary, _state(path, summary), seconds)
+    return RunRecord(path, path.parent.name, seed, summary, _state(path, summary), seconds, None)
 
 
 def find_runs(dirs: list[Path]) -> dict[str, list[RunRecord]]:
     """Every run under ``dirs`` (``<setting>/seed<k>/`` with a ``summary.json``, or that a sweep
-    started: ``<setting>/seed<k>.config.json``), by setting; ValueError if a directory has
-    none or two directories hold the same setting."""
+    started or recorded: ``<setting>/seed<k>.config.json``, ``.record.json``), by setting;
+    ValueError if a directory has none or two directories hold the same setting."""
     settings: dict[str, list[RunRecord]] = {}
     home: dict[str, Path] = {}
     for directory in dirs:
         if not directory.is_dir():
             raise ValueError(f"{directory} is not a directory")
-        started = [p.with_name(p.name.removesuffix(".config.json"))
-                   for p in directory.glob("*/seed*.config.json")]  # fmt: skip
+        started = [p.with_name(p.name.removesuffix(suffix))
+                   for suffix in (".config.json", ".record.json")
+                   for p in directory.glob(f"*/seed*{suffix}")]  # fmt: skip
         summarised = [p.parent for p in directory.glob("*/seed*/summary.json")]
         found = sorted({p for p in started + summarised if _SEED_DIR.fullmatch(p.name)})
         if not found:
@@ -138,7 +150,7 @@ def _check_metric(metric: str, runs: dict[str, list[RunRecord]]) -> None:
 
 def _curve_grid(records: list[RunRecord]) -> np.ndarray | None:
     """Env steps from the last run's first iteration to the first run's last one."""
-    steps = [load_curves(r.path)["env_steps"] for r in records]
+    steps = [r.curves()["env_steps"] for r in records]
     lo, hi = max(s.min() for s in steps), min(s.max() for s in steps)
     return np.linspace(lo, hi, CURVE_POINTS) if hi > lo else None
 
@@ -188,7 +200,8 @@ def build_report(dirs: list[Path], metric: str = DEFAULT_METRIC, reps: int = sta
     report["curve"] = {"training_return": curve, "env_steps": None, "settings": {}}
     if grid is not None:
         curves = {
-            name: curves_on_grid([r.path for r in rs], grid)[curve] for name, rs in counted.items()
+            name: np.array([steps_on_grid(r.curves(), curve, grid) for r in rs])
+            for name, rs in counted.items()
         }
         bands = stats.iqm_curves(curves, small)
         report["curve"]["env_steps"] = grid.tolist()

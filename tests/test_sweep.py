@@ -255,9 +255,87 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_and_is_listed(tmp
     assert code == 0, capsys.readouterr().out
     assert (stale / "checkpoint.pt").exists()
     assert json.loads((stale / "summary.json").read_text())["iterations"] == 6
-    shutil.rmtree(out / "mode=independent" / "seed1")  # gone: still listed, not counted
+    shutil.rmtree(out / "mode=independent" / "seed1")  # gone, and no record: listed, not counted
+    (out / "mode=independent" / "seed1.record.json").unlink()
     assert main(["report", str(out), "--out", str(tmp_path / "r"), "--reps", "200"]) == 0
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["settings"]["mode=independent"]["runs"] == 1
     (why,) = report["left_out"].values()
     assert why.startswith("no summary.json")
+
+
+def _without_run_directories(sweep: Path, into: Path) -> Path:
+    """What a commit of a sweep directory keeps (its .gitignore in docs/results: no seed*/,
+    no logs): the spec, the started keys, the seconds and the records."""
+    shutil.copytree(sweep, into, ignore=shutil.ignore_patterns("seed?", "*.log", ".lock"))
+    assert not list(into.glob("*/seed?"))
+    assert len(list(into.glob("*/seed?.record.json"))) == 4
+    return into
+
+
+def test_records_alone_give_the_report_and_a_finished_sweep(uninterrupted, tmp_path):
+    """A fresh clone of committed records: the report of the run directories, and the same
+    sweep command launches nothing."""
+    from evo_svpg.sweep_records import make_record, read_record
+
+    for path in uninterrupted.glob("*/seed?"):
+        setting, seed = path.parent.name, int(path.name[4:])
+        record = read_record(path.with_name(path.name + ".record.json"), setting, seed)
+        keys = json.loads(path.with_name(path.name + ".config.json").read_text())
+        assert record["keys"] == keys
+        made = make_record(path, setting, seed, keys, record["seconds"])
+        assert (
+            record["summary"] == made["summary"] == json.loads((path / "summary.json").read_text())
+        )
+        assert np.array_equal(record["curves"]["mean"], made["curves"]["mean"], equal_nan=True)
+    clone = _without_run_directories(uninterrupted, tmp_path / "clone")
+    full, alone = tmp_path / "full", tmp_path / "alone"
+    assert main(["report", str(uninterrupted), "--out", str(full), "--reps", "300"]) == 0
+    assert main(["report", str(clone), "--out", str(alone), "--reps", "300"]) == 0
+    a, b = (json.loads((d / "report.json").read_text()) for d in (full, alone))
+    for key in ("settings", "improvement", "profile", "left_out"):
+        assert a[key] == b[key], key
+    assert a["curve"] == b["curve"]
+    assert a["curve"]["settings"]
+    again = _sweep(_spec(tmp_path), clone, "--jobs", "1")
+    stdout, _ = again.communicate(timeout=120)
+    assert again.returncode == 0, stdout
+    assert "4 finished, 0 to run" in stdout
+    assert not list(clone.glob("*/seed?"))  # nothing launched
+
+
+def test_a_sweep_writes_the_records_its_finished_runs_lack(uninterrupted, tmp_path):
+    """Runs finished by a sweep before records existed (or killed before writing theirs)."""
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted, out, ignore=shutil.ignore_patterns(".lock"))
+    wanted = {p.name: p.read_bytes() for p in out.glob("mode=pure/seed?.record.json")}
+    for path in out.glob("mode=pure/seed?.record.json"):
+        path.unlink()
+    proc = _sweep(_spec(tmp_path), out, "--jobs", "1")
+    stdout, _ = proc.communicate(timeout=120)
+    assert "4 finished, 0 to run" in stdout
+    assert {p.name: p.read_bytes() for p in out.glob("mode=pure/seed?.record.json")} == wanted
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("summary"), r"field 'summary' = None is missing or wrong"),
+        (lambda r: r.update(version=99), r"record version 99; this evo_svpg reads 1"),
+        (lambda r: r.update(seed=7), r"the record of seed 7, not 0"),
+        (lambda r: r["curves"]["best"].pop(), r"curves must hold .* of one length"),
+        (lambda r: r["curves"].pop("mean"), r"curves must hold"),
+    ],
+)
+def test_a_broken_record_is_refused_naming_the_file_and_the_problem(
+    uninterrupted, tmp_path, change, message
+):
+    from evo_svpg.sweep_records import read_record
+
+    path = tmp_path / "seed0.record.json"
+    record = json.loads((uninterrupted / "mode=pure" / "seed0.record.json").read_text())
+    change(record)
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match=message) as info:
+        read_record(path, "mode=pure", 0)
+    assert str(path) in str(info.value)
