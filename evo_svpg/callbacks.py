@@ -23,7 +23,7 @@ import numpy as np
 from evo_svpg.checkpoint import save_checkpoint
 from evo_svpg.engine import Run
 from evo_svpg.loop import IterationRecord
-from evo_svpg.report import final_training_returns, fresh_evaluation, strict_json
+from evo_svpg.report import final_training_returns, fresh_evaluation, last_scalars, strict_json
 from evo_svpg.run_state import run_state_dict
 from evo_svpg.rundir import atomic_write_bytes
 
@@ -322,6 +322,7 @@ class Summary(Callback):
             "pooling_window": run.pooling_window,
             **training,
             **fresh_evaluation(run, training["final_particle_returns"]),
+            **last_scalars(self.out),
             "wall_seconds_this_session": round(time.perf_counter() - self.start, 3),
             "training_seconds_this_session": round(self.seconds, 3),
         }

@@ -24,8 +24,9 @@ def add_experiment_parsers(sub) -> None:
     report = sub.add_parser("report", help="rliable statistics and figures of sweep runs")
     report.add_argument("dirs", type=Path, nargs="+", help="sweep directories")
     report.add_argument(
-        "--metric", default="final_mean_particle_return", help="a summary.json field "
-        "(default: final_mean_particle_return)",
+        "--metric", action="append", help="a summary.json field (default: "
+        "final_mean_particle_return); again for more: the first gets the pairs and figures, "
+        "every one a column of IQMs",
     )  # fmt: skip
     report.add_argument("--out", type=Path, help="where report.md etc. go (default: DIR)")
     report.add_argument(
@@ -54,7 +55,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.reps < 100:
         raise ValueError(f"--reps {args.reps}: must be >= 100 (bootstrap resamples)")
-    path = write_report(args.dirs, args.metric, args.out or args.dirs[0], args.reps)
+    metrics = args.metric or ["final_mean_particle_return"]
+    path = write_report(args.dirs, metrics, args.out or args.dirs[0], args.reps)
     print(path.read_text())
     print(f"wrote {path.parent}/report.md, report.json, iqm_curve.png, performance_profile.png")
     return 0

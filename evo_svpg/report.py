@@ -12,10 +12,16 @@ Two kinds of "final" numbers, side by side:
   pick (the maximum of the fresh returns, ``fresh_best_particle_return``, is optimistic again).
   Operators holding other policies report them too (ERL's champion). These episodes are
   measurement: they are not charged to ``env_steps`` and are counted in ``fresh_env_steps``.
+
+And the operators' diagnostics at the end: ``last_<name>`` is the last value ``scalars.csv``
+holds of each (``last_qd_coverage``, ``last_success_fraction``, ``last_erl_champion``, ...), so
+that a sweep report can take any of them as its metric. A diagnostic that was NaN at the end
+(``first_success_env_steps`` of a run that never reached the goal) is ``null``.
 """
 
 from __future__ import annotations
 
+import csv
 import math
 from pathlib import Path
 from typing import Any
@@ -53,6 +59,19 @@ def final_training_returns(out: Path, window: int, budget: int = 0) -> dict[str,
         "final_window_episodes": final["episodes"],
         "final_particles_without_episode": final["particles_without_episode"],
     }
+
+
+def last_scalars(out: Path) -> dict[str, float]:
+    """``{"last_<name>": value}``: each diagnostic's value in its last row of ``out/scalars.csv``
+    (the whole run's, resumed sessions included)."""
+    path = out / "scalars.csv"
+    if not path.exists():
+        return {}
+    last: dict[str, float] = {}
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            last[f"last_{row['name']}"] = float(row["value"])
+    return dict(sorted(last.items()))
 
 
 def fresh_evaluation(run, training: list[float]) -> dict[str, Any]:

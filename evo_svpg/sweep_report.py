@@ -155,11 +155,15 @@ def _curve_grid(records: list[RunRecord]) -> np.ndarray | None:
     return np.linspace(lo, hi, CURVE_POINTS) if hi > lo else None
 
 
-def build_report(dirs: list[Path], metric: str = DEFAULT_METRIC, reps: int = stats.REPS) -> dict:
-    """``report.json``'s content (the statistics of :mod:`evo_svpg.stats` on finished runs)."""
+def build_report(
+    dirs: list[Path], metric: str = DEFAULT_METRIC, reps: int = stats.REPS, more: tuple = ()
+) -> dict:
+    """``report.json``'s content (the statistics of :mod:`evo_svpg.stats` on finished runs);
+    ``more``: further metrics, whose per-setting aggregates go under ``"more_metrics"``."""
     stats.rliable()  # its absence is named before any work
     runs = find_runs(dirs)
-    _check_metric(metric, runs)
+    for name in (metric, *more):
+        _check_metric(name, runs)
     counted = {
         name: [r for r in rs if r.finished and math.isfinite(r.value(metric))]
         for name, rs in runs.items()
@@ -184,6 +188,7 @@ def build_report(dirs: list[Path], metric: str = DEFAULT_METRIC, reps: int = sta
         },
         "bootstrap": {"level": stats.LEVEL, "reps": reps, "curve_reps": small, "seed": 0},
         "left_out": left_out,
+        "more_metrics": {m: _more_metric(runs, m, reps) for m in more},
         "written": datetime.datetime.now().isoformat(timespec="seconds"),
     }
     for name, rs in counted.items():
@@ -215,6 +220,23 @@ def build_report(dirs: list[Path], metric: str = DEFAULT_METRIC, reps: int = sta
         "settings": {n: [p.tolist(), profile_cis[n].tolist()] for n, p in profiles.items()},
     }
     return report
+
+
+def _more_metric(runs: dict[str, list[RunRecord]], metric: str, reps: int) -> dict:
+    """Per setting the aggregates of ``metric`` over its finished runs that have it (a run
+    without it, such as a time to a goal never reached, is not counted: ``runs`` says how many
+    were), with the scores by seed."""
+    scores = {
+        name: [(r.seed, r.value(metric)) for r in rs if r.finished] for name, rs in runs.items()
+    }
+    kept = {n: [(s, v) for s, v in sv if math.isfinite(v)] for n, sv in scores.items()}
+    kept = {n: sv for n, sv in kept.items() if sv}
+    rows = stats.aggregates({n: np.array([v for _, v in sv]) for n, sv in kept.items()}, reps)
+    for name, sv in kept.items():
+        rows[name]["finished"] = len(scores[name])
+        rows[name]["seeds"] = [s for s, _ in sv]
+        rows[name]["scores"] = [v for _, v in sv]
+    return rows
 
 
 def _ci(value: float, ci: list[float], digits: int) -> str:
@@ -249,10 +271,11 @@ def markdown(report: dict, digits: int = 1) -> str:
     ]
     for name, row in settings.items():
         wall = _duration(row["wall_seconds"])
+        d = _digits(row["median"], digits)
         lines.append(
-            f"| {name} | {row['runs']} | {_ci(row['iqm'], row['iqm_ci'], digits)} | "
-            f"{_ci(row['median'], row['median_ci'], digits)} | "
-            f"{_ci(row['mean'], row['mean_ci'], digits)} | {row['env_steps']:,} | {wall} |"
+            f"| {name} | {row['runs']} | {_ci(row['iqm'], row['iqm_ci'], d)} | "
+            f"{_ci(row['median'], row['median_ci'], d)} | "
+            f"{_ci(row['mean'], row['mean_ci'], d)} | {row['env_steps']:,} | {wall} |"
         )
     names = list(settings)
     if len(names) > 1:
@@ -266,6 +289,19 @@ def markdown(report: dict, digits: int = 1) -> str:
                 for y in names
             ]  # fmt: skip
             lines.append(f"| {x} | " + " | ".join(cells) + " |")
+    more = report.get("more_metrics") or {}
+    if more:
+        metrics = [report["metric"], *more]
+        header = "| setting | " + " | ".join(metrics) + " |"
+        lines += ["", "IQM [95 % interval] of every metric; (k/n): k of the n finished runs "
+                  "have the metric (the others are not counted).", "",
+                  header, "|---" * (len(metrics) + 1) + "|"]  # fmt: skip
+        for name, row in settings.items():
+            cells = [_ci(row["iqm"], row["iqm_ci"], _digits(row["iqm"], digits))]
+            for m in more:
+                other = more[m].get(name)
+                cells.append(_more_cell(other, digits))
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if report["left_out"]:
         lines += ["", f"Not counted ({len(report['left_out'])}):"]
         lines += [f"- {path}: {why}" for path, why in report["left_out"].items()]
@@ -274,6 +310,18 @@ def markdown(report: dict, digits: int = 1) -> str:
               "env steps, with its interval band), `performance_profile.png` (fraction of runs "
               f"whose {report['metric']} exceeds τ)."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _digits(value: float, digits: int) -> int:
+    """``digits`` decimals, 3 for values below 1 (coverages, success fractions)."""
+    return digits if abs(value) >= 1 else 3
+
+
+def _more_cell(row: dict | None, digits: int) -> str:
+    if row is None:
+        return "no run has it"
+    cell = _ci(row["iqm"], row["iqm_ci"], _digits(row["iqm"], digits))
+    return cell if row["runs"] == row["finished"] else f"{cell} ({row['runs']}/{row['finished']})"
 
 
 def _colors(n: int) -> list:
@@ -320,9 +368,15 @@ def _figures(report: dict, out: Path) -> None:
     plt.close(fig)
 
 
-def write_report(dirs: list[Path], metric: str, out: Path, reps: int = stats.REPS) -> Path:
-    """Compute the report of ``dirs`` and write it into ``out``; the path of ``report.md``."""
-    report = build_report(dirs, metric, reps)
+def write_report(
+    dirs: list[Path], metrics: list[str] | str, out: Path, reps: int = stats.REPS
+) -> Path:
+    """Compute the report of ``dirs`` on ``metrics`` (the first one in full, the others' IQMs)
+    and write it into ``out``; the path of ``report.md``."""
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if len(set(metrics)) != len(metrics):
+        raise ValueError(f"--metric {metrics}: each metric once")
+    report = build_report(dirs, metrics[0], reps, tuple(metrics[1:]))
     make_directory(out)
     text = json.dumps(strict_json(report), indent=2, allow_nan=False)
     (out / "report.json").write_text(text + "\n")

@@ -9,6 +9,16 @@
     mode = ["pure", "independent"]
     alpha = [1, 10]
 
+Settings that are not one product (SVPG under two kernels beside independent workers, which
+have no kernel) are several grids, each an ``[[grid]]`` table; the settings are the union of
+their products, in order::
+
+    [[grid]]
+    mode = ["pure"]
+    bandwidth = ["svgd", "svpg_code"]
+    [[grid]]
+    mode = ["independent", "joint"]
+
 A setting is named by its grid values, ``key=value`` pairs sorted by key and joined by ``,``
 (``alpha=10,mode=pure``); its runs live in ``OUT/<setting>/seed<k>/``. Everything is checked
 when the spec is read, before anything is launched or written: a key that is not a run key, a
@@ -43,7 +53,7 @@ class Setting:
 class SweepSpec:
     seeds: tuple[int, ...]
     base: dict[str, Any]  # flat run keys every run gets
-    grid: dict[str, tuple]  # flat run key -> its values, keys sorted
+    grids: tuple[dict[str, tuple], ...]  # each: flat run key -> its values, keys sorted
 
     @classmethod
     def load(cls, path: str | Path) -> SweepSpec:
@@ -61,9 +71,10 @@ class SweepSpec:
             )
         seeds = check_seeds(data.get("seeds"), source)
         base = check_base(data.get("base", {}), source)
-        grid = _grid(data.get("grid"), source)
-        check_run_keys(grid, "grid", base, source)
-        spec = cls(seeds, base, grid)
+        grids = _grids(data.get("grid"), source)
+        for grid in grids:
+            check_run_keys(grid, "grid", base, source)
+        spec = cls(seeds, base, grids)
         names = [s.name for s in spec.settings()]
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
@@ -71,16 +82,17 @@ class SweepSpec:
         return spec
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as data (``sweep.json``; lists where TOML has lists)."""
-        grid = {k: list(v) for k, v in self.grid.items()}
+        """The spec as data (``sweep.json``; lists where TOML has lists; one grid as a table)."""
+        grids = [{k: list(v) for k, v in grid.items()} for grid in self.grids]
+        grid = grids[0] if len(grids) == 1 else grids
         return {"seeds": list(self.seeds), "base": dict(self.base), "grid": grid}
 
     def settings(self) -> list[Setting]:
-        """Every combination of the grid's values, in the grid's key order."""
-        keys = list(self.grid)
+        """Every combination of each grid's values, grid after grid, in its key order."""
         points = [
-            dict(zip(keys, combo, strict=True))
-            for combo in itertools.product(*(self.grid[k] for k in keys))
+            dict(zip(grid, combo, strict=True))
+            for grid in self.grids
+            for combo in itertools.product(*grid.values())
         ]
         return [Setting(setting_name(values), values) for values in points]
 
@@ -143,10 +155,18 @@ def check_seeds(value: Any, source: str) -> tuple[int, ...]:
     return tuple(value)
 
 
-def _grid(value: Any, source: str) -> dict[str, tuple]:
+def _grids(value: Any, source: str) -> tuple[dict[str, tuple], ...]:
+    """``[grid]`` (one table) or ``[[grid]]`` (a list of tables), each checked."""
+    if isinstance(value, list) and value and all(isinstance(g, dict) for g in value):
+        where = [f"[[grid]] {i + 1}" for i in range(len(value))]
+        return tuple(_grid(g, source, w) for g, w in zip(value, where, strict=True))
+    return (_grid(value, source, "[grid]"),)
+
+
+def _grid(value: Any, source: str, where: str) -> dict[str, tuple]:
     if not isinstance(value, dict) or not value:
         raise ValueError(
-            f"{source}: the grid is empty: give [grid] at least one run key with a list of "
+            f"{source}: {where} is empty: give it at least one run key with a list of "
             'values, e.g. mode = ["pure", "independent"]'
         )
     grid = {}
@@ -154,12 +174,12 @@ def _grid(value: Any, source: str) -> dict[str, tuple]:
         values = value[key]
         if not isinstance(values, list) or not values:
             raise ValueError(
-                f"{source}: [grid] {key} = {values!r} must be a non-empty list of values, e.g. "
+                f"{source}: {where} {key} = {values!r} must be a non-empty list of values, e.g. "
                 f"{key} = [...]"
             )
         texts = [render(v) for v in values]
         if len(set(texts)) != len(texts):
-            raise ValueError(f"{source}: [grid] {key} = {values!r} lists a value twice")
+            raise ValueError(f"{source}: {where} {key} = {values!r} lists a value twice")
         grid[key] = tuple(values)
     return grid
 

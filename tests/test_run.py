@@ -3,6 +3,7 @@
 import csv
 import json
 import logging
+import math
 import os
 import re
 import subprocess
@@ -101,6 +102,13 @@ def test_every_mode_runs_from_the_cli_and_counts_env_steps_honestly(mode, tmp_pa
     assert steps[-1] + summary["fresh_env_steps"] == used[0]
     assert len(summary["fresh_particle_returns"]) == policies
     assert ("fresh_erl_champion_return" in summary) == (mode == "erl")
+    # Each diagnostic's value at the latest iteration that logged it, NaN as null.
+    with (out / "scalars.csv").open() as fh:
+        logged = sorted(csv.DictReader(fh), key=lambda r: int(r["iteration"]))
+    latest = {f"last_{r['name']}": float(r["value"]) for r in logged}
+    reported = {k: math.nan if v is None else v for k, v in summary.items() if k[:5] == "last_"}
+    assert latest
+    assert reported == pytest.approx(latest, nan_ok=True)
     for row in rows:  # the rollouts alone are 3 policies' worth × 200 steps per iteration
         assert int(row["env_steps"]) >= int(row["iteration"]) * 3 * 200
     uses_evaluation = mode in ("cem-per-particle", "cmaes-per-particle", "erl")
@@ -130,6 +138,11 @@ def test_every_mode_resumes_to_the_same_metrics_and_diagnostics(mode, tmp_path):
     assert _run("--resume", str(part), "--iterations", "4") == 0
     for name in ("metrics.csv", "scalars.csv"):
         assert (part / name).read_text() == (tmp_path / "full" / name).read_text(), name
+    last = [
+        {k: v for k, v in json.loads((d / "summary.json").read_text()).items() if k[:5] == "last_"}
+        for d in (part, tmp_path / "full")
+    ]
+    assert last[0] == last[1]
 
 
 def test_same_seed_same_metrics_whatever_the_threads_and_another_seed_differs(tmp_path):

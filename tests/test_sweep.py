@@ -59,8 +59,14 @@ def _outputs(out: Path) -> dict[str, bytes]:
         ("seeds = []\n[grid]\nmode = ['pure']", r"seeds=\[\] must be a non-empty list"),
         ("seeds = [0, 0]\n[grid]\nmode = ['pure']", r"seeds=\[0, 0\] must be .* distinct"),
         ("seeds = [-1]\n[grid]\nmode = ['pure']", r"integers >= 0"),
-        ("seeds = [0]\n[base]\nalpha = 1\n", r"the grid is empty"),
-        ("seeds = [0]\n[grid]\n", r"the grid is empty"),
+        ("seeds = [0]\n[base]\nalpha = 1\n", r"\[grid\] is empty"),
+        ("seeds = [0]\n[grid]\n", r"\[grid\] is empty"),
+        ("seeds = [0]\n[[grid]]\nmode = ['pure']\n[[grid]]\n", r"\[\[grid\]\] 2 is empty"),
+        (
+            "seeds = [0]\n[[grid]]\nmode = ['pure']\n[[grid]]\nmode = ['joint', 'pure']",
+            r"give the same setting name twice: \['mode=pure'\]",
+        ),
+        ("seeds = [0]\n[[grid]]\nmode = ['pure']\n[[grid]]\nalfa = [1]", r"key 'alfa' is not"),
         ("seeds = [0]\n[grid]\nmode = []", r"mode = \[\] must be a non-empty list"),
         ("seeds = [0]\n[grid]\nmode = 'pure'", r"mode = 'pure' must be a non-empty list"),
         ("seeds = [0]\n[grid]\nmode = ['pure', 'pure']", r"lists a value twice"),
@@ -91,6 +97,24 @@ def test_setting_names_sort_keys_and_escape_path_characters():
     )
     spec = SweepSpec.from_dict({"seeds": [3], "grid": {"mode": ["pure"], "alpha": [1, 3]}})
     assert [s.name for s in spec.settings()] == ["alpha=1,mode=pure", "alpha=3,mode=pure"]
+
+
+def test_several_grids_give_the_union_of_their_products_in_order(tmp_path):
+    text = (
+        "seeds = [0]\n[[grid]]\nmode = ['pure']\nbandwidth = ['svgd', 'svpg_code']\n"
+        "[[grid]]\nmode = ['independent', 'joint']\n"
+    )
+    spec = SweepSpec.load(_spec(tmp_path, text))
+    assert [(s.name, s.values) for s in spec.settings()] == [
+        ("bandwidth=svgd,mode=pure", {"bandwidth": "svgd", "mode": "pure"}),
+        ("bandwidth=svpg_code,mode=pure", {"bandwidth": "svpg_code", "mode": "pure"}),
+        ("mode=independent", {"mode": "independent"}),
+        ("mode=joint", {"mode": "joint"}),
+    ]
+    assert SweepSpec.from_dict(spec.to_dict()) == spec  # sweep.json keeps it
+    assert isinstance(spec.to_dict()["grid"], list)
+    one = SweepSpec.from_dict({"seeds": [0], "grid": {"mode": ["pure"]}})
+    assert one.to_dict()["grid"] == {"mode": ["pure"]}  # as sweep.json held it before
 
 
 @pytest.fixture(scope="module")
@@ -339,3 +363,28 @@ def test_a_broken_record_is_refused_naming_the_file_and_the_problem(
     with pytest.raises(ValueError, match=message) as info:
         read_record(path, "mode=pure", 0)
     assert str(path) in str(info.value)
+
+
+def test_further_metrics_get_a_column_of_iqms_from_the_runs_that_have_them(uninterrupted, tmp_path):
+    """``last_bandwidth`` (the kernel's, in summary.json's operator diagnostics) only the SVPG
+    runs have: the independent workers' cell says so, and does not count them as zeros."""
+    args = ["report", str(uninterrupted), "--out", str(tmp_path), "--reps", "300"]
+    extra = ["--metric", "fresh_mean_particle_return", "--metric", "last_bandwidth"]
+    assert main([*args, "--metric", "final_mean_particle_return", *extra]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["metric"] == "final_mean_particle_return"
+    more = report["more_metrics"]
+    for metric in ("fresh_mean_particle_return", "last_bandwidth"):
+        for name, row in more[metric].items():
+            values = [
+                json.loads((uninterrupted / name / f"seed{s}" / "summary.json").read_text())[metric]
+                for s in (0, 1)
+            ]
+            assert row["scores"] == values
+            assert row["iqm"] == pytest.approx(scipy.stats.trim_mean(values, 0.25), rel=1e-12)
+            assert (row["runs"], row["finished"]) == (2, 2)
+    assert set(more["last_bandwidth"]) == {"mode=pure"}
+    text = (tmp_path / "report.md").read_text()
+    assert "| mode=independent | " in text
+    assert text.count("no run has it") == 1
+    assert main([*args, "--metric", "last_bandwidth", "--metric", "last_bandwidth"]) == 2
