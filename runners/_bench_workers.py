@@ -6,9 +6,10 @@
 (k) iterations at n = 16, 64 and 256 particles (10,000 steps each; 3 timed after a warm-up
     one): seconds per million transitions, and the SVGD step's share of the iteration;
 (l) the full paper CartPole run on 2 Ray actors (a local Ray) against 2 local workers;
-(m) the QD comparison's novelty run on sparse MountainCar (runners/qd_mountaincar.py's
-    discrete task: 16 × 2,000 steps an iteration, 10 envs per particle, QD records every
-    iteration) on 1 and 2 workers: behaviours, the novelty signal and the QD tests sharded.
+(m) the QD comparison's novelty run on sparse MountainCar (the setting of
+    configs/sweeps/qd_mountaincar_discrete.toml: 16 × 2,000 steps an iteration, 10 envs per
+    particle, QD records every iteration) on 1 and 2 workers: behaviours, the novelty signal
+    and the QD tests sharded.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""What the comparison runners share: checking their flags, one runner per output directory,
-launching CLI runs, final returns, bootstrap intervals, curves on a grid.
+"""What ``paper_table1.py`` (and its records) uses: checking its flags, one runner per output
+directory, launching CLI runs, the runs' fresh returns, bootstrap intervals. The comparisons
+that used to be runners are sweep specs under ``configs/sweeps/`` (``evo-svpg sweep``).
 
 Runners import this module (they run from ``runners/``); they never copy code from ``evo_svpg``.
 """
@@ -21,10 +22,8 @@ from typing import NoReturn
 
 import numpy as np
 
-from evo_svpg.cli import check_run_flags, config_of_flags
+from evo_svpg.cli import config_of_flags
 from evo_svpg.config import RunConfig, all_keys
-from evo_svpg.metrics import FINAL_SHARE, EpisodeTotals
-from evo_svpg.plot import run_window
 from evo_svpg.report import strict_json
 from evo_svpg.run_state import RESUME_OVERRIDABLE
 from evo_svpg.rundir import RunLock, make_directory
@@ -58,49 +57,6 @@ RUN_FLAGS = frozenset(
     ["--" + key.replace("_", "-") for key in all_keys()]
     + ["--config", "--out", "--resume", "--help"]
 )
-
-
-def validate(
-    parser: argparse.ArgumentParser,
-    *,
-    counts: Sequence[tuple[str, int, str]] = (),
-    modes: Sequence[str] | None = None,
-    extra: Sequence[str] = (),
-    reserved: dict[str, str] | None = None,
-    run_flags: Callable[[str], list[str]] | None = None,
-) -> None:
-    """Check a runner's flags before anything is written; the first problem ends the runner
-    with one line on stderr naming the flag, its value and what is valid (exit code 2).
-
-    ``counts``: ``(flag, value, meaning)`` that must be >= 1; ``modes``: the ``--modes`` list
-    (non-empty, each once); ``extra``: the flags after ``--``, which must not set what the runner
-    sets itself (``reserved``: flag -> what to use instead; default :data:`RESERVED`);
-    ``run_flags(mode)``: the flags each mode's runs get, checked as `evo-svpg run` would check
-    them (values, device, environment), so a bad one stops the runner before it writes.
-    """
-    for flag, value, meaning in counts:
-        if value < 1:
-            parser.exit(2, f"{parser.prog}: error: {flag} {value}: must be >= 1 ({meaning})\n")
-    if modes is not None:
-        if not modes:
-            parser.exit(
-                2, f"{parser.prog}: error: --modes (none given): name at least one mode "
-                "(`evo-svpg modes` lists them)\n",
-            )  # fmt: skip
-        twice = sorted({m for m in modes if list(modes).count(m) > 1})
-        if twice:
-            parser.exit(
-                2, f"{parser.prog}: error: --modes {' '.join(modes)}: each mode once "
-                f"({', '.join(twice)} repeated)\n",
-            )  # fmt: skip
-    problem = extra_flag_collision(extra, RESERVED if reserved is None else reserved)
-    if problem:
-        parser.exit(2, f"{parser.prog}: error: {problem}\n")
-    for mode in modes or () if run_flags is not None else ():
-        try:
-            check_run_flags(["--mode", mode, *run_flags(mode)])
-        except ValueError as exc:
-            parser.exit(2, f"{parser.prog}: error: the {mode} runs' flags: {exc}\n")
 
 
 def extra_flag_collision(extra: Sequence[str], reserved: dict[str, str]) -> str | None:
@@ -219,12 +175,6 @@ def check_settings(out: Path, settings: dict) -> None:
         return
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(settings, indent=2) + "\n")
-
-
-# The results these runners put in the README were made before per-particle random streams
-# (evo_svpg/streams.py) existed: their runs drew from one shared stream. The runners pin it so
-# that their commands still reproduce those numbers; a user flag after it wins.
-SHARED_STREAMS = ["--random-streams", "shared"]
 
 
 def _full_flags(
@@ -426,42 +376,6 @@ def fmt_ci(stats: tuple[float, float, float], digits: int = 1) -> str:
     return f"{median:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
-def scalar_on_grid(run_dirs: list[Path], name: str, grid: np.ndarray) -> np.ndarray:
-    """A ``scalars.csv`` diagnostic of each run at the env-step ``grid`` (held like the curves)."""
-    rows = []
-    for run_dir in run_dirs:
-        steps, values = scalar_series(run_dir, name)
-        index = np.searchsorted(steps, grid, side="right") - 1
-        rows.append(np.where(index >= 0, values[np.clip(index, 0, None)], np.nan))
-    return np.array(rows)
-
-
-def final_returns(path: Path, budget: int | None = None) -> dict:
-    """Training returns of the final window of the run in ``path``: each particle's episodes
-    that ended in the iterations of the last 10 % of ``budget`` env steps (default: of the
-    env steps the run spent), and at least in the run's last pooling window, pooled
-    (:mod:`evo_svpg.metrics`).
-
-    ``best``/``mean``: best and mean over particles of their pooled returns (the best is the
-    paper's metric, a maximum over n noisy means); ``episode_mean``: the mean return of all the
-    window's episodes. Pooling over whole episodes, not averaging per-iteration values, keeps
-    iterations in which only the short episodes ended (MountainCarContinuous: a failing 999-step
-    episode ends every other iteration) from biasing the result.
-    """
-    totals = EpisodeTotals.from_csv(path / "metrics.csv")
-    final = totals.final(run_window(path), FINAL_SHARE, end=budget)
-    return {
-        "best": final["best"],
-        "mean": final["mean"],
-        "episode_mean": final["episode_mean"],
-        "particle_returns": final["particle_returns"],
-        "window_iterations": [final["first_iteration"], final["last_iteration"]],
-        "episodes": final["episodes"],
-        "iterations": int(totals.iteration[-1]),
-        "env_steps": int(totals.env_steps[-1]),
-    }
-
-
 # summary.json's fresh evaluation after training (evo_svpg.report); NaN where a run has none.
 FRESH = (
     "fresh_mean_particle_return", "fresh_selected_particle_return", "fresh_best_particle_return",
@@ -488,11 +402,3 @@ def fresh_episodes(values: Sequence[float]) -> str:
     return "/".join(str(k) for k in known) or "n/a"
 
 
-def scalar_series(run_dir: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(env_steps, values)`` of one diagnostic from a run's ``scalars.csv``."""
-    data = np.atleast_1d(
-        np.genfromtxt(run_dir / "scalars.csv", delimiter=",", names=True, dtype=None,
-                      encoding="utf-8")
-    )  # fmt: skip
-    rows = data[data["name"] == name]
-    return rows["env_steps"].astype(np.int64), rows["value"].astype(np.float64)

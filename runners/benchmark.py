@@ -28,7 +28,8 @@ double pendulum.
 the sampler at 16 × 20 on 2 workers ≥ 1.7× one process; the full CartPole run ≥ 250× the naive
 sampler's transitions/s; n = 64 and 256 within 1.2× of n = 16 per transition, SVGD < 10 % of an
 iteration; Ray on one machine within 1.3× of local workers (needs the [ray] extra).
-(m): the novelty + QD run of runners/qd_mountaincar.py on 1 and 2 workers (no target).
+(m): the novelty + QD run of configs/sweeps/qd_mountaincar_discrete.toml on 1 and 2 workers (no
+target).
 
     python runners/benchmark.py [--transitions 160000] [--repeats 3] [--out results/benchmark]
     python runners/benchmark.py --only e f     # just the extension timings
