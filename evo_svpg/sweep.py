@@ -31,10 +31,11 @@ from evo_svpg.config import RunConfig
 from evo_svpg.engine import check_run_config
 from evo_svpg.loop import reached
 from evo_svpg.rundir import RunLock, make_directory
-from evo_svpg.sweep_records import make_record, record_path, write_record
+from evo_svpg.sweep_records import make_record, read_record, record_path, write_record
 from evo_svpg.sweep_spec import Setting, SweepSpec
 
 SWEEP_FILE = "sweep.json"
+EXECUTION_KEYS = ("workers", "threads")  # how a run is executed, not what it computes
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,24 @@ class SweepRun:
         record = make_record(self.path, self.setting.name, self.seed, keys, self.seconds())
         write_record(self.record, record)
 
+    def check_record(self) -> None:
+        """ValueError naming the record if it is not this run's: broken, or made with other keys
+        (the execution's ``workers`` and ``threads`` aside: they do not change the results)."""
+        record = read_record(self.record, self.setting.name, self.seed)
+        made, planned = (
+            {k: v for k, v in keys.items() if k not in EXECUTION_KEYS}
+            for keys in (record["keys"], json.loads(json.dumps(self.keys)))
+        )
+        if made != planned:
+            differ = sorted(
+                k for k in made.keys() | planned.keys() if made.get(k) != planned.get(k)
+            )
+            raise ValueError(
+                f"{self.record} was made with other keys ({', '.join(differ)}: "
+                f"{[made.get(k) for k in differ]} there, {[planned.get(k) for k in differ]} now); "
+                "remove it (and its run directory) to run this run again"
+            )
+
     def add_seconds(self, seconds: float) -> None:
         self.seconds_file.write_text(f"{(self.seconds() or 0.0) + seconds:.3f}\n")
 
@@ -84,7 +103,8 @@ class SweepRun:
         iterations (or the env-step budget) of its config done (an interrupted run writes one
         too, short of them); ``until``: these instead (``{"iterations": k}`` or
         ``{"budget": b}``, a stage of a tune trial)."""
-        if self.record.is_file():
+        if until is None and self.record.is_file():
+            self.check_record()
             return True
         summary = self.path / "summary.json"
         if not summary.is_file():
@@ -271,13 +291,24 @@ class SweepProgress:
 def _ended(run: SweepRun, code: int, seconds: float) -> tuple[bool, str]:
     """Whether ``run`` is finished now (then its record is written), and its progress line."""
     if code == 0 and run.finished():
-        run.write_record()
+        problem = _write_record(run)
+        if problem:
+            return False, f"{run.label}: finished, but {problem}; its log: {run.log}"
         summary = json.loads((run.path / "summary.json").read_text())
         value = summary.get("final_mean_particle_return")
         shown = "n/a" if value is None else f"{value:.1f}"
         return True, f"{run.label}: finished in {seconds:.0f} s (final mean particle {shown})"
     why = {130: "interrupted", 143: "terminated"}.get(code, f"failed (exit {code})")
     return False, f"{run.label}: {why}; its log: {run.log}"
+
+
+def _write_record(run: SweepRun) -> str:
+    """Write ``run``'s record; what went wrong if it could not (the next sweep tries again)."""
+    try:
+        run.write_record()
+    except (OSError, ValueError, KeyError) as exc:
+        return f"its record could not be written ({type(exc).__name__}: {exc})"
+    return ""
 
 
 def check_backend(backend: str, jobs: int, address: str) -> None:
@@ -308,7 +339,9 @@ def run_sweep(spec_path: Path, out: Path, jobs: int, backend: str, address: str 
         runs = plan(spec, out, jobs or os.cpu_count() or 1)
         for run in runs:  # finished by a sweep before records, or killed before its record
             if not run.record.is_file() and run.finished():
-                run.write_record()
+                problem = _write_record(run)
+                if problem:
+                    print(f"{run.label}: finished, but {problem}", flush=True)
         todo = [r for r in runs if not r.finished()]
         resumed = sum((r.path / "checkpoint.pt").exists() for r in todo)
         print(

@@ -38,12 +38,30 @@ def _rounded(values: np.ndarray) -> list[float | None]:
     return [round(float(v), 3) if math.isfinite(v) else None for v in values]
 
 
+def run_curves(run_path: Path) -> dict[str, list]:
+    """The record's curves of the run in ``run_path``: env steps, and the best and mean particle
+    return per iteration rounded to 1e-3 (``None`` where no episode ended). A report reads a run
+    without a record through this too, so both give the same numbers."""
+    curves = load_curves(run_path)
+    return {
+        "env_steps": [int(s) for s in curves["env_steps"]],
+        "best": _rounded(curves["best"]),
+        "mean": _rounded(curves["mean"]),
+    }
+
+
+def as_arrays(curves: dict[str, list]) -> dict[str, np.ndarray]:
+    """Curves as float arrays, ``None`` as NaN."""
+    return {
+        k: np.array([math.nan if v is None else v for v in curves[k]], dtype=float) for k in CURVES
+    }
+
+
 def make_record(
     run_path: Path, setting: str, seed: int, keys: dict[str, Any], seconds: float | None
 ) -> dict[str, Any]:
     """The record of the finished run in ``run_path`` (its ``summary.json`` and ``metrics.csv``)."""
     summary = json.loads((run_path / "summary.json").read_text())
-    curves = load_curves(run_path)
     return {
         "version": RECORD_VERSION,
         "setting": setting,
@@ -51,11 +69,7 @@ def make_record(
         "keys": keys,
         "summary": strict_json(summary),
         "seconds": None if seconds is None else round(float(seconds), 3),
-        "curves": {
-            "env_steps": [int(s) for s in curves["env_steps"]],
-            "best": _rounded(curves["best"]),
-            "mean": _rounded(curves["mean"]),
-        },
+        "curves": run_curves(run_path),
     }
 
 
@@ -88,7 +102,5 @@ def read_record(path: Path, setting: str | None = None, seed: int | None = None)
     lengths = {len(curves.get(k) or []) for k in CURVES}
     if set(curves) != set(CURVES) or len(lengths) != 1 or not lengths.pop():
         raise ValueError(f"{path}: curves must hold {list(CURVES)}, non-empty, of one length")
-    record["curves"] = {
-        k: np.array([math.nan if v is None else v for v in curves[k]], dtype=float) for k in CURVES
-    }
+    record["curves"] = as_arrays(curves)
     return record

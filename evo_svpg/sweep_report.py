@@ -24,10 +24,10 @@ import numpy as np
 from evo_svpg import stats
 from evo_svpg.config import RunConfig
 from evo_svpg.loop import reached
-from evo_svpg.plot import load_curves, steps_on_grid
+from evo_svpg.plot import steps_on_grid
 from evo_svpg.report import strict_json
 from evo_svpg.rundir import make_directory
-from evo_svpg.sweep_records import read_record, record_path
+from evo_svpg.sweep_records import as_arrays, read_record, record_path, run_curves
 from evo_svpg.sweep_spec import SweepSpec
 
 DEFAULT_METRIC = "final_mean_particle_return"
@@ -55,7 +55,7 @@ class RunRecord:
 
     def curves(self) -> dict[str, np.ndarray]:
         """``env_steps``, ``best`` and ``mean`` per iteration (pooled over the run's window)."""
-        return self.record["curves"] if self.record else load_curves(self.path)
+        return self.record["curves"] if self.record else as_arrays(run_curves(self.path))
 
 
 def _target(path: Path) -> RunConfig:
@@ -141,10 +141,10 @@ def _spec_order(directory: Path) -> list[str]:
 
 def _check_metric(metric: str, runs: dict[str, list[RunRecord]]) -> None:
     summaries = [r.summary for rs in runs.values() for r in rs]
-    if not any(metric in s for s in summaries):
+    if not any(isinstance(s.get(metric), int | float) for s in summaries):
         numeric = sorted({k for s in summaries for k, v in s.items() if isinstance(v, int | float)})
         raise ValueError(
-            f"--metric {metric!r} is in no run's summary.json; numeric fields: {numeric}"
+            f"--metric {metric!r} is no number in any run's summary.json; numeric fields: {numeric}"
         )
 
 
@@ -201,7 +201,7 @@ def build_report(
         report["settings"][name]["scores"] = [r.value(metric) for r in rs]  # by seed
     all_runs = [r for rs in counted.values() for r in rs]
     grid = _curve_grid(all_runs)
-    curve = "best" if "best" in metric else "mean"
+    curve = "best" if "best_particle" in metric else "mean"
     report["curve"] = {"training_return": curve, "env_steps": None, "settings": {}}
     if grid is not None:
         curves = {
@@ -271,7 +271,7 @@ def markdown(report: dict, digits: int = 1) -> str:
     ]
     for name, row in settings.items():
         wall = _duration(row["wall_seconds"])
-        d = _digits(row["median"], digits)
+        d = _digits(row["iqm"], digits)
         lines.append(
             f"| {name} | {row['runs']} | {_ci(row['iqm'], row['iqm_ci'], d)} | "
             f"{_ci(row['median'], row['median_ci'], d)} | "
@@ -296,11 +296,11 @@ def markdown(report: dict, digits: int = 1) -> str:
         lines += ["", "IQM [95 % interval] of every metric; (k/n): k of the n finished runs "
                   "have the metric (the others are not counted).", "",
                   header, "|---" * (len(metrics) + 1) + "|"]  # fmt: skip
-        for name, row in settings.items():
-            cells = [_ci(row["iqm"], row["iqm_ci"], _digits(row["iqm"], digits))]
-            for m in more:
-                other = more[m].get(name)
-                cells.append(_more_cell(other, digits))
+        names = [*settings, *{n: 0 for m in more.values() for n in m if n not in settings}]
+        for name in names:
+            first = settings.get(name)
+            cells = [_more_cell(first and {**first, "finished": first["runs"]}, digits)]
+            cells += [_more_cell(more[m].get(name), digits) for m in more]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     if report["left_out"]:
         lines += ["", f"Not counted ({len(report['left_out'])}):"]

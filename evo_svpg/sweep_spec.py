@@ -72,8 +72,8 @@ class SweepSpec:
         seeds = check_seeds(data.get("seeds"), source)
         base = check_base(data.get("base", {}), source)
         grids = _grids(data.get("grid"), source)
-        for grid in grids:
-            check_run_keys(grid, "grid", base, source)
+        for i, grid in enumerate(grids):
+            check_run_keys(grid, "grid" if len(grids) == 1 else f"grid #{i + 1}", base, source)
         spec = cls(seeds, base, grids)
         names = [s.name for s in spec.settings()]
         twice = sorted({n for n in names if names.count(n) > 1})

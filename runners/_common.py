@@ -400,5 +400,3 @@ def fresh_episodes(values: Sequence[float]) -> str:
     """The runs' fresh episodes per policy, for a table caption: ``10``, ``5/10``, or ``n/a``."""
     known = sorted({int(v) for v in values if math.isfinite(v)})
     return "/".join(str(k) for k in known) or "n/a"
-
-

@@ -35,17 +35,23 @@ def visitation(sweep: Path) -> tuple[dict[str, np.ndarray], tuple, str, int]:
         raise ValueError(f"{sweep}: not a sweep directory (no sweep.json)")
     spec = SweepSpec.from_dict(json.loads((sweep / "sweep.json").read_text())["spec"])
     maps: dict[str, np.ndarray] = {}
-    extent, env, runs = None, "", 0
+    extent, env, shape, runs = None, "", None, 0
     for path in sorted(sweep.glob("*/seed*/qd.npz")):
         run = path.parent
         record = run.with_name(run.name + ".record.json")
         if not record.is_file():  # not finished
             continue
-        env = json.loads(record.read_text())["keys"]["env"]
+        run_env = json.loads(record.read_text())["keys"]["env"]
         with np.load(path) as data:
             counts = data["visitation"].astype(np.float64)
             (x_lo, x_hi), (v_lo, v_hi) = data["visitation_range"]
-        extent = (float(x_lo), float(x_hi), float(v_lo), float(v_hi))
+        run_extent = (float(x_lo), float(x_hi), float(v_lo), float(v_hi))
+        if runs and (run_env, run_extent, counts.shape) != (env, extent, shape):
+            raise ValueError(
+                f"{run}: env {run_env}, map {run_extent} {counts.shape}, but {env}, {extent} "
+                f"{shape} before: draw one environment's sweep at a time"
+            )
+        env, extent, shape = run_env, run_extent, counts.shape
         maps[run.parent.name] = maps.get(run.parent.name, 0) + counts
         runs += 1
     if not maps:

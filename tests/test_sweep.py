@@ -66,7 +66,10 @@ def _outputs(out: Path) -> dict[str, bytes]:
             "seeds = [0]\n[[grid]]\nmode = ['pure']\n[[grid]]\nmode = ['joint', 'pure']",
             r"give the same setting name twice: \['mode=pure'\]",
         ),
-        ("seeds = [0]\n[[grid]]\nmode = ['pure']\n[[grid]]\nalfa = [1]", r"key 'alfa' is not"),
+        (
+            "seeds = [0]\n[[grid]]\nmode = ['pure']\n[[grid]]\nalfa = [1]",
+            r"\[grid #2\] key 'alfa' is not",
+        ),
         ("seeds = [0]\n[grid]\nmode = []", r"mode = \[\] must be a non-empty list"),
         ("seeds = [0]\n[grid]\nmode = 'pure'", r"mode = 'pure' must be a non-empty list"),
         ("seeds = [0]\n[grid]\nmode = ['pure', 'pure']", r"lists a value twice"),
@@ -223,8 +226,11 @@ def test_report_numbers_are_a_direct_computation_on_the_same_runs(uninterrupted,
 def test_report_refuses_an_unknown_metric_naming_the_fields(uninterrupted, tmp_path, capsys):
     assert main(["report", str(uninterrupted), "--metric", "nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
-    assert "--metric 'nope' is in no run's summary.json" in err
+    assert "--metric 'nope' is no number in any run's summary.json" in err
     assert "final_best_particle_return" in err
+    args = ["report", str(uninterrupted), "--metric", "final_particle_returns"]  # a list
+    assert main([*args, "--out", str(tmp_path)]) == 2
+    assert "'final_particle_returns' is no number" in capsys.readouterr().err
 
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -293,9 +299,12 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_and_is_listed(tmp
 
 
 def _without_run_directories(sweep: Path, into: Path) -> Path:
-    """What a commit of a sweep directory keeps (its .gitignore in docs/results: no seed*/,
-    no logs): the spec, the started keys, the seconds and the records."""
-    shutil.copytree(sweep, into, ignore=shutil.ignore_patterns("seed?", "*.log", ".lock"))
+    """What a commit of a sweep directory keeps (the .gitignore in docs/results: no seed*/,
+    logs, started keys or seconds): the spec and the records."""
+    shutil.copytree(
+        sweep, into,
+        ignore=shutil.ignore_patterns("seed?", "*.log", ".lock", "*.config.json", "*.seconds"),
+    )  # fmt: skip
     assert not list(into.glob("*/seed?"))
     assert len(list(into.glob("*/seed?.record.json"))) == 4
     return into
@@ -317,8 +326,10 @@ def test_records_alone_give_the_report_and_a_finished_sweep(uninterrupted, tmp_p
         )
         assert np.array_equal(record["curves"]["mean"], made["curves"]["mean"], equal_nan=True)
     clone = _without_run_directories(uninterrupted, tmp_path / "clone")
+    dirs = tmp_path / "dirs"  # the run directories alone, as before records
+    shutil.copytree(uninterrupted, dirs, ignore=shutil.ignore_patterns("*.record.json", ".lock"))
     full, alone = tmp_path / "full", tmp_path / "alone"
-    assert main(["report", str(uninterrupted), "--out", str(full), "--reps", "300"]) == 0
+    assert main(["report", str(dirs), "--out", str(full), "--reps", "300"]) == 0
     assert main(["report", str(clone), "--out", str(alone), "--reps", "300"]) == 0
     a, b = (json.loads((d / "report.json").read_text()) for d in (full, alone))
     for key in ("settings", "improvement", "profile", "left_out"):
@@ -341,6 +352,7 @@ def test_a_sweep_writes_the_records_its_finished_runs_lack(uninterrupted, tmp_pa
         path.unlink()
     proc = _sweep(_spec(tmp_path), out, "--jobs", "1")
     stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stdout
     assert "4 finished, 0 to run" in stdout
     assert {p.name: p.read_bytes() for p in out.glob("mode=pure/seed?.record.json")} == wanted
 
@@ -392,3 +404,16 @@ def test_further_metrics_get_a_column_of_iqms_from_the_runs_that_have_them(unint
     assert "| mode=independent | " in text
     assert text.count("no run has it") == 1
     assert main([*args, "--metric", "last_bandwidth", "--metric", "last_bandwidth"]) == 2
+
+
+def test_a_record_of_other_keys_is_refused_naming_them(uninterrupted, tmp_path, capsys):
+    """A stale record (the spec changed after sweep.json was removed) is not taken as this
+    run's: the sweep names the record and the keys, and runs nothing."""
+    out = tmp_path / "out"
+    shutil.copytree(uninterrupted, out, ignore=shutil.ignore_patterns(".lock"))
+    (out / "sweep.json").unlink()
+    longer = _spec(tmp_path, SPEC.replace("iterations = 6", "iterations = 8"))
+    assert main(["sweep", str(longer), "--out", str(out), "--jobs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "seed0.record.json was made with other keys (iterations: [6] there, [8] now)" in err
+    assert json.loads((out / "mode=pure" / "seed0" / "summary.json").read_text())["iterations"] == 6
