@@ -111,6 +111,7 @@ def build_run(
     set_threads(1)
     keep_freed_memory()
     layout = MODES.get(cfg.mode).layout(cfg)
+    check_budget(cfg, layout.policies * layout.steps_per_policy)
     if cfg.backend == "local":  # on Ray, each worker checks its own machine (build_shard)
         check_memory(cfg, layout.policies * layout.steps_per_policy)
     time_limit = cfg.max_episode_steps or None
@@ -173,6 +174,21 @@ def _plan_pool(
     if workers > 1:
         return WorkerPool(cfg, layout.policies, spec.n_params, workers)
     return None
+
+
+def check_budget(cfg: RunConfig, iteration_steps: int) -> None:
+    """ValueError for a ``budget`` the run may never reach: ``iterations`` iterations of at
+    least ``iteration_steps`` rollout steps each end it first when they spend less. The run
+    would stop short of the budget, and its final window (the last 10 % of the budget) would
+    hold its last iteration alone."""
+    least = cfg.iterations * iteration_steps
+    if cfg.budget and least < cfg.budget:
+        raise ValueError(
+            f"budget={cfg.budget:,} may never be reached: iterations={cfg.iterations} of "
+            f"{iteration_steps:,} rollout steps each stop the run at {least:,} env steps (more "
+            "with candidate evaluations); raise iterations (iterations = 1000000 lets the "
+            "budget stop every run) or lower the budget"
+        )
 
 
 def check_run_config(cfg: RunConfig) -> None:

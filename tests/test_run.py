@@ -282,6 +282,11 @@ def test_short_pure_run_clearly_improves_over_its_first_iteration(tmp_path):
             r"erl_migrants=5 must be <= particles=3",
         ),
         (["--budget", "-1"], r"budget=-1 must be an integer >= 0"),
+        (
+            ["--budget", "8000001"],
+            r"budget=8,000,001 may never be reached: iterations=50 of "
+            r"160,000 rollout steps each stop the run at 8,000,000 env steps",
+        ),
         (["--estimator", "ppo"], r"choose from .*'a2c', 'linear-baseline', 'reinforce'"),
         (["--env", "NoSuchEnv-v9"], r"CartPole-v1.*Pendulum-v1|Pendulum-v1.*CartPole-v1"),
         (["--bandwidth", "wide"], r"bandwidth='wide'.*'svgd', 'svpg_code'"),
@@ -327,12 +332,15 @@ def test_seed_config_file_is_the_default_setting():
     assert RunConfig.from_toml(ROOT / "configs" / "cartpole_seed.toml") == RunConfig()
 
 
-RUN_CONFIGS = [p for p in sorted((ROOT / "configs").rglob("*.toml")) if p.parent.name != "studies"]
+RUN_CONFIGS = [  # configs/studies/ and configs/sweeps/ hold sweep specs: tests/test_sweep.py
+    p
+    for p in sorted((ROOT / "configs").rglob("*.toml"))
+    if p.parent.name not in ("studies", "sweeps")
+]
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
 def test_every_shipped_run_config_is_valid(path):
-    """(configs/studies/ holds sweep specs: tests/test_sweep.py checks them.)"""
     RunConfig.from_toml(path)  # raises on unknown keys or bad values
 
 
