@@ -30,7 +30,7 @@ from typing import Any
 from evo_svpg.config import RunConfig
 from evo_svpg.engine import check_run_config
 from evo_svpg.loop import reached
-from evo_svpg.rundir import RunLock, make_directory
+from evo_svpg.rundir import RunLock, atomic_write_bytes, make_directory
 from evo_svpg.sweep_records import make_record, read_record, record_path, write_record
 from evo_svpg.sweep_spec import Setting, SweepSpec
 
@@ -94,9 +94,6 @@ class SweepRun:
                 f"{[made.get(k) for k in differ]} there, {[planned.get(k) for k in differ]} now); "
                 "remove it (and its run directory) to run this run again"
             )
-
-    def add_seconds(self, seconds: float) -> None:
-        self.seconds_file.write_text(f"{(self.seconds() or 0.0) + seconds:.3f}\n")
 
     def finished(self, until: dict[str, int] | None = None) -> bool:
         """It has a record (written once it had finished), or its ``summary.json`` shows the
@@ -188,16 +185,29 @@ def claim(out: Path, spec: dict[str, Any], file: str = SWEEP_FILE, what: str = "
     return lock
 
 
-def run_cli(arguments: list[str], log: str) -> tuple[int, float]:
-    """``evo-svpg ARGUMENTS`` in a process of its own, output appended to ``log``; its exit
-    code and wall seconds. (The same function runs locally and in a Ray task.)"""
+def run_cli(arguments: list[str], log: str, seconds_file: str) -> tuple[int, float]:
+    """``evo-svpg ARGUMENTS`` in a process of its own, output appended to ``log``, its wall
+    seconds added to ``seconds_file``; its exit code and wall seconds. (The same function runs
+    locally and in a Ray task. It counts the seconds itself, so a run stopped by Ctrl-C, which
+    the sweep stops waiting for, still has them.)"""
     start = time.perf_counter()
-    with open(log, "a") as fh:
-        fh.write(f"\n$ evo-svpg {' '.join(arguments)}\n")
-        fh.flush()
-        cmd = [sys.executable, "-m", "evo_svpg.cli", *arguments]
-        code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
-    return code, time.perf_counter() - start
+    try:
+        with open(log, "a") as fh:
+            fh.write(f"\n$ evo-svpg {' '.join(arguments)}\n")
+            fh.flush()
+            cmd = [sys.executable, "-m", "evo_svpg.cli", *arguments]
+            code = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+    finally:
+        elapsed = time.perf_counter() - start
+        add_seconds(Path(seconds_file), elapsed)
+    return code, elapsed
+
+
+def add_seconds(path: Path, seconds: float) -> None:
+    """Add ``seconds`` to the total in ``path`` (a run's processes, all sessions)."""
+    before = float(path.read_text()) if path.exists() else 0.0
+    text = f"{before + seconds:.3f}\n"
+    atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
 
 
 Jobs = list[tuple[SweepRun, list[str]]]  # each run and the `evo-svpg` arguments to launch
@@ -206,7 +216,9 @@ Jobs = list[tuple[SweepRun, list[str]]]  # each run and the `evo-svpg` arguments
 def local_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
     """``(run, exit code, seconds)`` as runs end, ``jobs`` processes at a time."""
     with ThreadPoolExecutor(jobs) as pool:
-        futures = {pool.submit(run_cli, args, str(r.log)): r for r, args in todo}
+        futures = {
+            pool.submit(run_cli, args, str(r.log), str(r.seconds_file)): r for r, args in todo
+        }
         try:
             for future in as_completed(futures):
                 yield (futures[future], *future.result())
@@ -241,7 +253,9 @@ def ray_backend(todo: Jobs, jobs: int, address: str) -> Iterator[tuple]:
         while queue or running:
             while queue and len(running) < limit:
                 r, args = queue.pop(0)  # as many CPUs as the run has gradient threads
-                ref = task.options(num_cpus=r.keys.get("threads", 1)).remote(args, str(r.log))
+                ref = task.options(num_cpus=r.keys.get("threads", 1)).remote(
+                    args, str(r.log), str(r.seconds_file)
+                )
                 running[ref] = r
             ready, _ = ray.wait(list(running), num_returns=1)
             r = running.pop(ready[0])
@@ -354,7 +368,6 @@ def run_sweep(spec_path: Path, out: Path, jobs: int, backend: str, address: str 
         failed = []
         launches = [(r, r.arguments()) for r in todo]
         for run, code, seconds in BACKENDS[backend](launches, jobs, address):
-            run.add_seconds(seconds)
             ok, line = _ended(run, code, seconds)
             progress.ended(line)
             if not ok:

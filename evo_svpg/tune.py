@@ -208,8 +208,7 @@ def _objective(spec: TuneSpec, out: Path, jobs: int, backend: str, address: str)
         try:
             for step, until in enumerate(stages):
                 todo = [(r, r.arguments(until)) for r in runs if not r.finished(until)]
-                for run, code, seconds in BACKENDS[backend](todo, jobs, address):
-                    run.add_seconds(seconds)
+                for run, code, _ in BACKENDS[backend](todo, jobs, address):
                     if code != 0:
                         raise RunsFailed(f"{run.label}: exit {code}, see {run.log}")
                 value = stats.iqm([stage_value(r, until, spec.metric) for r in runs])

@@ -417,3 +417,31 @@ def test_a_record_of_other_keys_is_refused_naming_them(uninterrupted, tmp_path, 
     err = capsys.readouterr().err
     assert "seed0.record.json was made with other keys (iterations: [6] there, [8] now)" in err
     assert json.loads((out / "mode=pure" / "seed0" / "summary.json").read_text())["iterations"] == 6
+
+
+def test_run_cli_adds_its_seconds_whatever_the_exit(tmp_path):
+    from evo_svpg.sweep import run_cli
+
+    log, total = tmp_path / "x.log", tmp_path / "x.seconds"
+    code, first = run_cli(["modes"], str(log), str(total))
+    assert code == 0
+    assert float(total.read_text()) == pytest.approx(first, abs=2e-3)
+    code, second = run_cli(["run", "--particles", "0"], str(log), str(total))
+    assert code == 2
+    assert float(total.read_text()) == pytest.approx(first + second, abs=4e-3)
+
+
+def test_a_sweep_stopped_by_ctrl_c_keeps_the_seconds_of_its_cut_runs(tmp_path):
+    """The sweep stops waiting for its runs on Ctrl-C; their time is counted all the same."""
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    proc = _sweep(spec, out, "--jobs", "1", start_new_session=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not list(out.glob("*/seed*/checkpoint.pt")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout
+    cut = [p for p in out.glob("*/seed?") if not p.with_name(p.name + ".record.json").exists()]
+    assert cut, stdout
+    for run in cut:
+        assert float(run.with_name(run.name + ".seconds").read_text()) > 0
