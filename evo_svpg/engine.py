@@ -111,9 +111,10 @@ def build_run(
     set_threads(1)
     keep_freed_memory()
     layout = MODES.get(cfg.mode).layout(cfg)
-    check_budget(cfg, layout.policies * layout.steps_per_policy)
+    iteration_steps = layout.policies * layout.steps_per_policy
+    check_budget(cfg, iteration_steps)
     if cfg.backend == "local":  # on Ray, each worker checks its own machine (build_shard)
-        check_memory(cfg, layout.policies * layout.steps_per_policy)
+        check_memory(cfg, iteration_steps)
     time_limit = cfg.max_episode_steps or None
     env = make_batched_env(
         cfg.env, layout.policies * layout.envs_per_policy, seed=None, max_episode_steps=time_limit

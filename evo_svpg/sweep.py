@@ -31,7 +31,13 @@ from evo_svpg.config import RunConfig
 from evo_svpg.engine import check_run_config
 from evo_svpg.loop import reached
 from evo_svpg.rundir import RunLock, atomic_write_bytes, make_directory
-from evo_svpg.sweep_records import make_record, read_record, record_path, write_record
+from evo_svpg.sweep_records import (
+    make_record,
+    read_record,
+    read_seconds,
+    record_path,
+    write_record,
+)
 from evo_svpg.sweep_spec import Setting, SweepSpec
 
 SWEEP_FILE = "sweep.json"
@@ -67,7 +73,7 @@ class SweepRun:
         return record_path(self.path)
 
     def seconds(self) -> float | None:
-        return float(self.seconds_file.read_text()) if self.seconds_file.exists() else None
+        return read_seconds(self.seconds_file)
 
     def write_record(self) -> None:
         """Its record, from its finished run directory (:mod:`evo_svpg.sweep_records`), with the
@@ -205,8 +211,7 @@ def run_cli(arguments: list[str], log: str, seconds_file: str) -> tuple[int, flo
 
 def add_seconds(path: Path, seconds: float) -> None:
     """Add ``seconds`` to the total in ``path`` (a run's processes, all sessions)."""
-    before = float(path.read_text()) if path.exists() else 0.0
-    text = f"{before + seconds:.3f}\n"
+    text = f"{(read_seconds(path) or 0.0) + seconds:.3f}\n"
     atomic_write_bytes(path, lambda fh: fh.write(text.encode()))
 
 

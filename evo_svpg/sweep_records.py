@@ -29,6 +29,12 @@ FIELDS = {"version": int, "setting": str, "seed": int, "keys": dict, "summary": 
           "seconds": (int, float, type(None)), "curves": dict}  # fmt: skip
 
 
+def read_seconds(path: Path) -> float | None:
+    """The total in a run's ``seed<k>.seconds`` (its processes' wall seconds, all sessions), or
+    None if it has none."""
+    return float(path.read_text()) if path.exists() else None
+
+
 def record_path(run_path: Path) -> Path:
     """``DIR/<setting>/seed<k>.record.json`` of the run directory ``DIR/<setting>/seed<k>``."""
     return run_path.with_name(run_path.name + ".record.json")

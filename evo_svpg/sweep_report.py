@@ -27,7 +27,7 @@ from evo_svpg.loop import reached
 from evo_svpg.plot import steps_on_grid
 from evo_svpg.report import strict_json
 from evo_svpg.rundir import make_directory
-from evo_svpg.sweep_records import as_arrays, read_record, record_path, run_curves
+from evo_svpg.sweep_records import as_arrays, read_record, read_seconds, record_path, run_curves
 from evo_svpg.sweep_spec import SweepSpec
 
 DEFAULT_METRIC = "final_mean_particle_return"
@@ -92,8 +92,7 @@ def _record(path: Path) -> RunRecord:
         return RunRecord(path, path.parent.name, seed, summary, "finished", seconds, record)
     summary_path = path / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    seconds_file = path.with_name(path.name + ".seconds")
-    seconds = float(seconds_file.read_text()) if seconds_file.exists() else None
+    seconds = read_seconds(path.with_name(path.name + ".seconds"))
     return RunRecord(path, path.parent.name, seed, summary, _state(path, summary), seconds, None)
 
 
@@ -164,17 +163,13 @@ def build_report(
     runs = find_runs(dirs)
     for name in (metric, *more):
         _check_metric(name, runs)
-    counted = {
-        name: [r for r in rs if r.finished and math.isfinite(r.value(metric))]
-        for name, rs in runs.items()
-    }
+    counted = _counted(runs, metric)
     left_out = {
         str(r.path): r.state if not r.finished else f"no {metric} in its summary.json"
         for rs in runs.values()
         for r in rs
         if not (r.finished and math.isfinite(r.value(metric)))
     }
-    counted = {name: rs for name, rs in counted.items() if rs}
     if not counted:
         raise ValueError(f"no finished run with a {metric} under {', '.join(map(str, dirs))}")
     scores = {name: np.array([r.value(metric) for r in rs]) for name, rs in counted.items()}
@@ -226,17 +221,23 @@ def _more_metric(runs: dict[str, list[RunRecord]], metric: str, reps: int) -> di
     """Per setting the aggregates of ``metric`` over its finished runs that have it (a run
     without it, such as a time to a goal never reached, is not counted: ``runs`` says how many
     were), with the scores by seed."""
-    scores = {
-        name: [(r.seed, r.value(metric)) for r in rs if r.finished] for name, rs in runs.items()
-    }
-    kept = {n: [(s, v) for s, v in sv if math.isfinite(v)] for n, sv in scores.items()}
-    kept = {n: sv for n, sv in kept.items() if sv}
-    rows = stats.aggregates({n: np.array([v for _, v in sv]) for n, sv in kept.items()}, reps)
-    for name, sv in kept.items():
-        rows[name]["finished"] = len(scores[name])
-        rows[name]["seeds"] = [s for s, _ in sv]
-        rows[name]["scores"] = [v for _, v in sv]
+    counted = _counted(runs, metric)
+    scores = {name: np.array([r.value(metric) for r in rs]) for name, rs in counted.items()}
+    rows = stats.aggregates(scores, reps)
+    for name, rs in counted.items():
+        rows[name]["finished"] = sum(r.finished for r in runs[name])
+        rows[name]["seeds"] = [r.seed for r in rs]
+        rows[name]["scores"] = scores[name].tolist()
     return rows
+
+
+def _counted(runs: dict[str, list[RunRecord]], metric: str) -> dict[str, list[RunRecord]]:
+    """Per setting its finished runs with a finite ``metric``; settings without one left out."""
+    counted = {
+        name: [r for r in rs if r.finished and math.isfinite(r.value(metric))]
+        for name, rs in runs.items()
+    }
+    return {name: rs for name, rs in counted.items() if rs}
 
 
 def _ci(value: float, ci: list[float], digits: int) -> str:
