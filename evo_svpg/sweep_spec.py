@@ -102,13 +102,23 @@ class SweepSpec:
 
     def check_configs(self, source: str = "spec") -> list[RunConfig]:
         """Every setting's config (at its first seed), checked as values; ValueError naming the
-        setting otherwise."""
-        configs = []
+        setting otherwise, or naming two settings whose configs are equal (a grid key set to its
+        default in one ``[[grid]]``, ``1`` beside ``1.0``): they would be the same runs twice."""
+        configs, seen = [], []  # seen: (config as data, setting name); == makes 10 equal 10.0
         for setting in self.settings():
             try:
-                configs.append(RunConfig.from_dict(self.run_keys(setting, self.seeds[0])))
+                cfg = RunConfig.from_dict(self.run_keys(setting, self.seeds[0]))
             except ValueError as exc:
                 raise ValueError(f"{source}: setting {setting.name}: {exc}") from None
+            data = cfg.to_dict()
+            same = next((name for other, name in seen if other == data), None)
+            if same is not None:
+                raise ValueError(
+                    f"{source}: settings {same} and {setting.name} give the same run config; "
+                    "drop one, or give them a key that differs"
+                )
+            seen.append((data, setting.name))
+            configs.append(cfg)
         return configs
 
 

@@ -78,6 +78,11 @@ def _outputs(out: Path) -> dict[str, bytes]:
         ("seeds = [0]\n[base]\nseed = 3\n[grid]\nmode = ['pure']", r"sets 'seed': list the"),
         ("seeds = [0]\n[base]\nmode = 'pure'\n[grid]\nmode = ['pure']", r"in both \[base\]"),
         ("seeds = [0]\n[grid]\nalpha = [1, -2]", r"setting alpha=-2: .*alpha"),
+        (  # bandwidth = its default in the first grid: the second grid's run again
+            "seeds = [0]\n[[grid]]\nmode = ['pure']\n[[grid]]\nbandwidth = ['svpg_code']",
+            r"settings mode=pure and bandwidth=svpg_code give the same run config",
+        ),
+        ("seeds = [0]\n[grid]\nalpha = [10, 10.0]", r"alpha=10 and alpha=10.0 give the same"),
         ("seeds = [0]\n[grid]\nenv = ['Nope-v0']", r"setting env=Nope-v0: .*Nope-v0"),
     ],
 )
