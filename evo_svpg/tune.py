@@ -319,7 +319,8 @@ def write_tune_report(study, spec: TuneSpec, out: Path) -> Path:
     complete = [t for t in counted(study) if t.state == states.COMPLETE]
     lines = [f"# Tuning: IQM of {spec.metric} over seeds {list(spec.seeds)}", ""]
     lines.append(
-        f"Study `{out / 'study.db'}`: {len(counted(study))} trials ({len(complete)} complete, "
+        f"Study `study.db` (beside this file): {len(counted(study))} trials "
+        f"({len(complete)} complete, "
         f"{sum(t.state == states.PRUNED for t in counted(study))} pruned, "
         f"{sum(t.state == states.FAIL for t in counted(study))} failed); TPE sampler (seed "
         f"{spec.sampler_seed}), median pruner over {spec.stages} stages."
