@@ -6,8 +6,9 @@ one, else from its run directory; and writes ``report.md``, ``report.json``, ``i
 ``performance_profile.png``: per setting the runs, IQM, median and mean of the metric (any
 numeric ``summary.json`` field) with 95 % stratified bootstrap intervals
 (:mod:`evo_svpg.stats`), the probability of improvement of every pair, the IQM of the training
-curve against env steps with its band, and the compute the runs took. Only finished runs
-count; the others are listed.
+curve against env steps with its band, the SVPG paper's Table 1 statistic
+(:mod:`evo_svpg.curve_peak`), and the compute the runs took. Only finished runs count; the
+others are listed.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import numpy as np
 
 from evo_svpg import stats
 from evo_svpg.config import RunConfig
+from evo_svpg.curve_peak import peak_markdown, peak_rows
 from evo_svpg.loop import reached
 from evo_svpg.plot import steps_on_grid
 from evo_svpg.report import strict_json
@@ -206,6 +208,7 @@ def build_report(
         bands = stats.iqm_curves(curves, small)
         report["curve"]["env_steps"] = grid.tolist()
         report["curve"]["settings"] = {n: b.tolist() for n, b in bands.items()}
+    report["peak"] = peak_rows({n: [r.curves()["best"] for r in rs] for n, rs in counted.items()})
     taus = np.linspace(
         min(s.min() for s in scores.values()), max(s.max() for s in scores.values()), 41
     )
@@ -303,6 +306,7 @@ def markdown(report: dict, digits: int = 1) -> str:
             cells = [_more_cell(first and {**first, "finished": first["runs"]}, digits)]
             cells += [_more_cell(more[m].get(name), digits) for m in more]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += peak_markdown(report.get("peak") or {})
     if report["left_out"]:
         lines += ["", f"Not counted ({len(report['left_out'])}):"]
         lines += [f"- {path}: {why}" for path, why in report["left_out"].items()]

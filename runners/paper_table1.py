@@ -51,6 +51,7 @@ from _common import (
 from _records import check_records, collect_records, recorded, write_record
 
 from evo_svpg.cli import check_run_flags
+from evo_svpg.curve_peak import peak_interval, peak_of_mean
 
 # Each cell is a config file, configs/paper_table1/<estimator>-<env>-<variant>.toml, runnable on
 # its own with `evo-svpg run --config`; the runner only overrides the three counts.
@@ -183,31 +184,6 @@ def _run_and_tabulate(args) -> None:
     tabulate(args, cells, records)
 
 
-def paper_metric(best: np.ndarray) -> tuple[float, int]:
-    """``best [seeds, iterations]``: the maximum of the seed-mean best-particle curve and the
-    first (1-based) iteration at which that curve is within 5 % of it (the paper's columns)."""
-    curve = np.nanmean(best, axis=0)
-    top = float(np.nanmax(curve))
-    reached = np.flatnonzero(curve >= top - 0.05 * abs(top))
-    return top, int(reached[0]) + 1
-
-
-def peak_interval(
-    best: np.ndarray, level: float = 0.95, resamples: int = 10_000, seed: int = 0
-) -> tuple[float, float]:
-    """Percentile bootstrap interval, over seeds, of the seed-mean best particle at the
-    iteration where that mean peaks (``best [seeds, iterations]``). The iteration is fixed, so
-    this is the interval of a mean; the maximum over iterations itself is biased low against
-    resampled seeds and gets none."""
-    peak = int(np.nanargmax(np.nanmean(best, axis=0)))
-    at_peak = best[:, peak]
-    rng = np.random.default_rng(seed)
-    means = np.nanmean(rng.choice(at_peak, size=(resamples, at_peak.size)), axis=1)
-    tail = (1 - level) / 2
-    low, high = np.quantile(means, [tail, 1 - tail])
-    return float(low), float(high)
-
-
 def tabulate(args, cells, records: dict[tuple[str, int], dict]) -> None:
     head = ("| estimator | env | workers | best return [95 % interval at its iteration] "
             "(iteration at 95 %) | paper "
@@ -225,7 +201,7 @@ def tabulate(args, cells, records: dict[tuple[str, int], dict]) -> None:
         length = min(r["iterations"] for r in done)
         best = np.array([r["best_particle"][:length] for r in done])
         mean = np.array([r["mean_particle"][:length] for r in done])
-        top, first = paper_metric(best)
+        top, first = peak_of_mean(best)
         low, high = peak_interval(best)
         interval = f"[{low:.1f}, {high:.1f}]" if len(done) > 1 else "[n/a: 1 seed]"
         final_mean = np.nanmean(mean[:, -max(1, length // 10) :], axis=1)

@@ -23,32 +23,8 @@ import _common  # noqa: E402
 import paper_table1  # noqa: E402
 from _common import run_setting  # noqa: E402
 from _records import read_record, record_path  # noqa: E402
-from paper_table1 import peak_interval  # noqa: E402
 
 from evo_svpg.cli import config_of_flags  # noqa: E402
-
-
-def test_the_paper_metric_is_the_max_of_the_seed_mean_and_the_first_iteration_within_5_percent():
-    best = np.array([[0.0, 50.0, 96.0, 100.0, 90.0], [0.0, 70.0, 100.0, 100.0, 110.0]])
-    # seed mean: 0, 60, 98, 100, 100 -> max 100, first within 5 % at iteration 3
-    assert paper_table1.paper_metric(best) == (100.0, 3)
-    negative = np.array([[-900.0, -400.0, -330.0, -320.0]])
-    assert paper_table1.paper_metric(negative) == (-320.0, 3)  # within 16 of -320
-
-
-def test_the_interval_is_a_bootstrap_of_the_seed_mean_at_the_peak_iteration():
-    # seed means 0, 20, 30, 25: peak at iteration 3, where the seeds hold 20 and 40
-    best = np.array([[0.0, 10.0, 20.0, 30.0], [0.0, 30.0, 40.0, 20.0]])
-    low, high = peak_interval(best)
-    # resampled means at iteration 3: 20 (p 1/4), 30 (1/2), 40 (1/4) -> 2.5 % and 97.5 %
-    assert (low, high) == (20.0, 40.0)
-    assert peak_interval(best[:1]) == (30.0, 30.0)  # one seed: its own peak, no spread
-    many = np.random.default_rng(1).normal(100.0, 10.0, size=(400, 3))
-    low, high = peak_interval(many)  # ≈ mean ± 1.96 · 10 / √400 around the peak's mean
-    peak_mean = many[:, np.argmax(many.mean(0))].mean()
-    assert low == pytest.approx(peak_mean - 0.98, abs=0.15)
-    assert high == pytest.approx(peak_mean + 0.98, abs=0.15)
-
 
 CELLS = {  # what each variant's config must say, written out independently of the files
     "joint": {"mode": "joint"},

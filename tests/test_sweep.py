@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evo_svpg.cli import main
+from evo_svpg.plot import load_curves
 from evo_svpg.rundir import RunLock
 from evo_svpg.sweep_spec import SweepSpec, setting_name
 
@@ -209,6 +210,17 @@ def test_report_numbers_are_a_direct_computation_on_the_same_runs(uninterrupted,
             lo, hi = row[f"{key}_ci"]
             assert min(values) <= lo <= row[key] <= hi <= max(values)
         assert row["wall_seconds"] > 0
+        # the paper's statistic, by hand: the peak of the run-mean best-particle curve
+        best = np.array([load_curves(uninterrupted / name / f"seed{s}")["best"] for s in (0, 1)])
+        curve = best.mean(axis=0)
+        peak = report["peak"][name]
+        assert peak["peak"] == pytest.approx(curve.max(), abs=1e-3)  # records round to 1e-3
+        assert peak["peak_iteration"] == int(np.argmax(curve)) + 1
+        assert (
+            peak["iteration_95"]
+            == int(np.flatnonzero(curve >= curve.max() - 0.05 * abs(curve.max()))[0]) + 1
+        )
+        assert peak["peak_ci"][0] <= peak["peak"] <= peak["peak_ci"][1]
     a, b = scores["mode=pure"], scores["mode=independent"]
     direct = ((a[:, None] > b[None, :]) + 0.5 * (a[:, None] == b[None, :])).mean()
     assert report["improvement"]["mode=pure > mode=independent"]["p"] == pytest.approx(direct)
@@ -337,7 +349,7 @@ def test_records_alone_give_the_report_and_a_finished_sweep(uninterrupted, tmp_p
     assert main(["report", str(dirs), "--out", str(full), "--reps", "300"]) == 0
     assert main(["report", str(clone), "--out", str(alone), "--reps", "300"]) == 0
     a, b = (json.loads((d / "report.json").read_text()) for d in (full, alone))
-    for key in ("settings", "improvement", "profile", "left_out"):
+    for key in ("settings", "improvement", "profile", "left_out", "peak"):
         assert a[key] == b[key], key
     assert a["curve"] == b["curve"]
     assert a["curve"]["settings"]
