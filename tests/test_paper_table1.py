@@ -278,3 +278,28 @@ def test_a_tiny_grid_runs_tabulates_and_resumes(tmp_path, capsys):
         committed / "reinforce/swing-up/langevin/seed0"
     ]
     assert record_path(committed, "reinforce/swing-up/langevin", 0).is_file()
+
+
+@pytest.mark.parametrize(
+    ("spec", "env"), [("swingup", "swing-up"), ("double_pendulum", "double-pendulum")]
+)
+def test_the_table1_sweep_specs_run_the_runners_cells_with_per_particle_streams(spec, env):
+    """configs/sweeps/paper_table1_<env>.toml: every cell of the runner's Table 1 grid once, each
+    setting's config equal to its cell's file but for the random streams (the sweep's default)."""
+    from evo_svpg.sweep_spec import SweepSpec
+
+    sweep = SweepSpec.load(ROOT / "configs" / "sweeps" / f"paper_table1_{spec}.toml")
+    variant = {("joint", None): "joint", ("independent", None): "independent",
+               ("pure", "svgd"): "svpg-svgd", ("pure", "svpg_code"): "svpg-svpg_code"}  # fmt: skip
+    cells = set()
+    for setting, cfg in zip(sweep.settings(), sweep.check_configs(), strict=True):
+        values = setting.values
+        cell = (values["estimator"], variant[(values["mode"], values.get("bandwidth"))])
+        keys = load_toml(paper_table1.cell_config(cell[0], env, cell[1]))
+        assert keys.pop("random_streams") == "shared"
+        expected = RunConfig.from_dict({**keys, "seed": sweep.seeds[0]}).to_dict()
+        assert cfg.to_dict() == {**expected, "random_streams": "per-particle"}, setting.name
+        cells.add(cell)
+    table1 = {(e, v) for e in ("reinforce", "linear-baseline") for v in paper_table1.TABLE1}
+    assert cells == table1
+    assert sweep.seeds == (0, 1, 2, 3, 4)
