@@ -208,7 +208,11 @@ def build_report(
         bands = stats.iqm_curves(curves, small)
         report["curve"]["env_steps"] = grid.tolist()
         report["curve"]["settings"] = {n: b.tolist() for n, b in bands.items()}
-    report["peak"] = peak_rows({n: [r.curves()["best"] for r in rs] for n, rs in counted.items()})
+    done = {n: [r for r in rs if r.finished] for n, rs in runs.items()}  # whatever the metric
+    done = {n: rs for n, rs in done.items() if rs}
+    report["peak"] = peak_rows({n: [r.curves()["best"] for r in rs] for n, rs in done.items()})
+    for name, rs in done.items():
+        report["peak"][name]["pooling_windows"] = [r.summary.get("pooling_window") for r in rs]
     taus = np.linspace(
         min(s.min() for s in scores.values()), max(s.max() for s in scores.values()), 41
     )

@@ -21,9 +21,11 @@ their products, in order::
 
 A setting is named by its grid values, ``key=value`` pairs sorted by key and joined by ``,``
 (``alpha=10,mode=pure``); its runs live in ``OUT/<setting>/seed<k>/``. Everything is checked
-when the spec is read, before anything is launched or written: a key that is not a run key, a
-grid key also in ``base``, an empty grid or value list, a bad seed list, and every setting's
-config (as ``evo-svpg run`` would check it), each with a message naming the problem.
+before anything is launched or written: a key that is not a run key, a grid key also in
+``base``, an empty grid or value list, a bad seed list, every setting's config (as ``evo-svpg
+run`` would check it), and two settings with equal configs, each with a message naming the
+problem. (Settings that differ only in a key their mode ignores, such as ``bandwidth`` for
+``independent`` workers, are not caught: they run the same thing twice.)
 """
 
 from __future__ import annotations
