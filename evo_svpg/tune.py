@@ -176,13 +176,22 @@ def _stage_file(run: SweepRun) -> Path:
     return run.path.with_name(f"seed{run.seed}.stages.json")
 
 
+def _stage_key(until: dict[str, int]) -> str:
+    return ",".join(f"{k}={v}" for k, v in until.items())
+
+
+def _recorded_stages(run: SweepRun) -> dict[str, float | None]:
+    path = _stage_file(run)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def stage_value(run: SweepRun, until: dict[str, int], metric: str) -> float:
     """The metric of ``run`` at the end of stage ``until``, as recorded when the stage ended
     (``seed<k>.stages.json``): a run that has gone further since (a cut trial retried, the
     same parameters tried again) still reports what it had there."""
-    key = ",".join(f"{k}={v}" for k, v in until.items())
+    key = _stage_key(until)
     path = _stage_file(run)
-    recorded = json.loads(path.read_text()) if path.exists() else {}
+    recorded = _recorded_stages(run)
     if key not in recorded:  # it ended this stage just now
         recorded[key] = _metric(run, metric)
         path.write_text(json.dumps(recorded, indent=2) + "\n")
@@ -207,7 +216,10 @@ def _objective(spec: TuneSpec, out: Path, jobs: int, backend: str, address: str)
         stages = stage_targets(RunConfig.from_dict(runs[0].keys), spec.stages)
         try:
             for step, until in enumerate(stages):
-                todo = [(r, r.arguments(until)) for r in runs if not r.finished(until)]
+                todo = [  # a recorded stage needs no run (its directory may be gone: a clone)
+                    (r, r.arguments(until)) for r in runs
+                    if not r.finished(until) and _stage_key(until) not in _recorded_stages(r)
+                ]  # fmt: skip
                 for run, code, _ in BACKENDS[backend](todo, jobs, address):
                     if code != 0:
                         raise RunsFailed(f"{run.label}: exit {code}, see {run.log}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,3 +118,23 @@ def test_a_killed_trial_is_tried_again_with_its_runs_resumed(tmp_path):
 )
 def test_the_shipped_tune_specs_are_valid(path):
     TuneSpec.load(path).check(str(path))
+
+
+@pytest.mark.filterwarnings("ignore:Target and region quantiles:UserWarning")  # 2 equal trials
+def test_a_committed_study_tries_known_parameters_again_without_running(tmp_path):
+    """A fresh clone holds study.db, tune.json and the stage values, not the run directories:
+    parameters tried before take their recorded stage values, and nothing is trained."""
+    spec, out = _spec(tmp_path), tmp_path / "out"
+    assert main(["tune", str(spec), "--trials", "1", "--out", str(out), "--jobs", "2"]) == 0
+    for run in out.glob("trials/*/seed*"):
+        if run.is_dir():
+            shutil.rmtree(run)  # what .gitignore leaves out of a commit
+    first = _trials(out)[0]
+    study = optuna.load_study(study_name="evo-svpg", storage=f"sqlite:///{out / 'study.db'}")
+    study.enqueue_trial(first.params)
+    assert main(["tune", str(spec), "--trials", "2", "--out", str(out), "--jobs", "2"]) == 0
+    again = _trials(out)[1]
+    assert again.params == first.params
+    assert again.value == first.value
+    assert again.intermediate_values == first.intermediate_values
+    assert not [p for p in out.glob("trials/*/seed*") if p.is_dir()]  # nothing was run
